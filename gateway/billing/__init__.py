@@ -1,0 +1,105 @@
+"""Billing determinants: TOU calendars, demand, net metering, meter exchange.
+
+Pure: no I/O, no store, no gRPC. The gateway loads channel-day rows and
+installs from the store, builds :class:`MeterSegment` objects and calls
+:func:`compute_determinants` (one service point) or :func:`compute_cycle`
+(a bill cycle, streamed). See docs/billing.md.
+"""
+
+from gateway.billing.calendar import PeriodTimeline, PeriodWeights, TariffCalendar
+from gateway.billing.config import (
+    AssignBy,
+    BoundaryPolicy,
+    DayKind,
+    DemandRule,
+    HolidayRule,
+    Observed,
+    Season,
+    Tariff,
+    TouRule,
+    bundled_tariff,
+    load_tariff,
+    parse_tariff,
+)
+from gateway.billing.determinants import (
+    BillingPeriod,
+    BillingPolicy,
+    ChannelDays,
+    CycleFailure,
+    Demand,
+    Determinants,
+    IntervalCounts,
+    MeterSegment,
+    ServicePointData,
+    Stitched,
+    TouBucket,
+    compute_cycle,
+    compute_determinants,
+    determinants_of,
+    kwh,
+    stitch,
+    to_decimal,
+    whole_and_remainder,
+)
+from gateway.billing.errors import BillingError, InvalidBillingPeriod, NoMeterData, UnsupportedIntervalData
+from gateway.billing.export import (
+    CycleCsvWriter,
+    determinants_json,
+    interval_json,
+    write_cycle_csv,
+    write_cycle_json,
+    write_intervals_csv,
+    write_intervals_json,
+)
+from gateway.billing.records import BillingIntervalRecord, VeeStatus, billing_intervals, vee_status
+
+__all__ = [
+    "AssignBy",
+    "BillingError",
+    "BillingIntervalRecord",
+    "BillingPeriod",
+    "BillingPolicy",
+    "BoundaryPolicy",
+    "ChannelDays",
+    "CycleCsvWriter",
+    "CycleFailure",
+    "DayKind",
+    "Demand",
+    "DemandRule",
+    "Determinants",
+    "HolidayRule",
+    "IntervalCounts",
+    "InvalidBillingPeriod",
+    "MeterSegment",
+    "NoMeterData",
+    "Observed",
+    "PeriodTimeline",
+    "PeriodWeights",
+    "Season",
+    "ServicePointData",
+    "Stitched",
+    "Tariff",
+    "TariffCalendar",
+    "TouBucket",
+    "TouRule",
+    "UnsupportedIntervalData",
+    "VeeStatus",
+    "billing_intervals",
+    "bundled_tariff",
+    "compute_cycle",
+    "compute_determinants",
+    "determinants_json",
+    "determinants_of",
+    "interval_json",
+    "kwh",
+    "load_tariff",
+    "parse_tariff",
+    "stitch",
+    "to_decimal",
+    "vee_status",
+    "whole_and_remainder",
+    "write_cycle_csv",
+    "write_cycle_json",
+    "write_intervals_csv",
+    "write_intervals_json",
+]

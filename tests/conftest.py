@@ -1,0 +1,43 @@
+"""Shared fixtures: store locations on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from store.engine import open_engine
+
+POSTGRES_URL = os.environ.get("MH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_engine(schema: str) -> Engine:
+    engine = create_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
+    return engine
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An empty store on each dialect. PostgreSQL gets a schema of its own per test."""
+    if request.param == "sqlite":
+        eng = open_engine(str(tmp_path / "store.sqlite"))
+        yield eng
+        eng.dispose()
+        return
+    schema = f"mh_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    eng = _postgres_engine(schema)
+    from store.schema import metadata
+
+    metadata.create_all(eng)
+    yield eng
+    eng.dispose()
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()

@@ -1,0 +1,74 @@
+"""QualityFlag bits as plain ints, and the groups VEE reasons about.
+
+The numeric values are those of meterhub.v1 ``QualityFlag``; a quality is a bit
+set of them. Plain ints keep the numpy expressions cheap and typed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from meterhub.v1 import model_pb2 as pb
+
+MISSING = int(pb.QUALITY_FLAG_MISSING)
+ESTIMATED = int(pb.QUALITY_FLAG_ESTIMATED)
+EDITED = int(pb.QUALITY_FLAG_EDITED)
+POWER_FAIL = int(pb.QUALITY_FLAG_POWER_FAIL)
+CLOCK_SET = int(pb.QUALITY_FLAG_CLOCK_SET)
+OVERFLOW = int(pb.QUALITY_FLAG_OVERFLOW)
+TAMPER = int(pb.QUALITY_FLAG_TAMPER)
+TEST_MODE = int(pb.QUALITY_FLAG_TEST_MODE)
+PARTIAL_INTERVAL = int(pb.QUALITY_FLAG_PARTIAL_INTERVAL)
+LONG_INTERVAL = int(pb.QUALITY_FLAG_LONG_INTERVAL)
+SKIPPED_INTERVAL = int(pb.QUALITY_FLAG_SKIPPED_INTERVAL)
+DST_ACTIVE = int(pb.QUALITY_FLAG_DST_ACTIVE)
+VALIDATED = int(pb.QUALITY_FLAG_VALIDATED)
+SUSPECT = int(pb.QUALITY_FLAG_SUSPECT)
+ESTIMATE_INTERPOLATED = int(pb.QUALITY_FLAG_ESTIMATE_INTERPOLATED)
+ESTIMATE_LIKE_DAY = int(pb.QUALITY_FLAG_ESTIMATE_LIKE_DAY)
+ESTIMATE_ZERO_FILL = int(pb.QUALITY_FLAG_ESTIMATE_ZERO_FILL)
+ESTIMATE_SCALED = int(pb.QUALITY_FLAG_ESTIMATE_SCALED)
+APPROVED = int(pb.QUALITY_FLAG_APPROVED)
+FAILED_SPIKE = int(pb.QUALITY_FLAG_FAILED_SPIKE)
+FAILED_HIGH_LIMIT = int(pb.QUALITY_FLAG_FAILED_HIGH_LIMIT)
+FAILED_LOW_LIMIT = int(pb.QUALITY_FLAG_FAILED_LOW_LIMIT)
+FAILED_NEGATIVE = int(pb.QUALITY_FLAG_FAILED_NEGATIVE)
+FAILED_ZERO_RUN = int(pb.QUALITY_FLAG_FAILED_ZERO_RUN)
+FAILED_FLAT_LINE = int(pb.QUALITY_FLAG_FAILED_FLAT_LINE)
+FAILED_SUM_CHECK = int(pb.QUALITY_FLAG_FAILED_SUM_CHECK)
+FAILED_TIME_TOLERANCE = int(pb.QUALITY_FLAG_FAILED_TIME_TOLERANCE)
+FAILED_INACTIVE_USAGE = int(pb.QUALITY_FLAG_FAILED_INACTIVE_USAGE)
+FAILED_CONFLICT = int(pb.QUALITY_FLAG_FAILED_CONFLICT)
+DEVICE_ERROR = int(pb.QUALITY_FLAG_DEVICE_ERROR)
+
+# Method bits of estimates the hub made (a late actual or a re-run replaces them).
+HUB_ESTIMATE_METHODS = ESTIMATE_INTERPOLATED | ESTIMATE_LIKE_DAY | ESTIMATE_ZERO_FILL
+
+# Failure bits the batch run sets; a run clears them first so re-validation
+# starts clean. FAILED_CONFLICT is set by the ingest comparison, not the run.
+RUN_FAILURES = (
+    FAILED_SPIKE
+    | FAILED_HIGH_LIMIT
+    | FAILED_LOW_LIMIT
+    | FAILED_NEGATIVE
+    | FAILED_ZERO_RUN
+    | FAILED_FLAT_LINE
+    | FAILED_SUM_CHECK
+    | FAILED_TIME_TOLERANCE
+    | FAILED_INACTIVE_USAGE
+)
+ALL_FAILURES = RUN_FAILURES | FAILED_CONFLICT
+RUN_BITS = RUN_FAILURES | VALIDATED | SUSPECT
+
+# Bits that make a day unusable as like-day history.
+NOT_LIKE_DAY = MISSING | POWER_FAIL | ESTIMATED | HUB_ESTIMATE_METHODS | ESTIMATE_SCALED
+
+# Device status bits the meter_status rule can report, by configuration name.
+STATUS_FLAG_BITS: Mapping[str, int] = MappingProxyType({
+    "power_fail": POWER_FAIL,
+    "overflow": OVERFLOW,
+    "tamper": TAMPER,
+    "test_mode": TEST_MODE,
+    "device_error": DEVICE_ERROR,
+})
