@@ -80,7 +80,8 @@ def hub_process(tmp_path: Path) -> Iterator[HubProcess]:
         hub.proc.wait()
 
 
-async def deliver(target: str, source: int, acked: set[str], stop_after_kill: asyncio.Event) -> None:
+async def deliver(target: str, source: int, acked: set[str], stop_after_kill: asyncio.Event,
+                  some_acked: asyncio.Event | None = None) -> None:
     """A source that sends its batches in order and redelivers any it has no ack for."""
     pending = source_batches(source)
     while pending:
@@ -93,6 +94,8 @@ async def deliver(target: str, source: int, acked: set[str], stop_after_kill: as
                     await stub.SubmitBatch(request, timeout=30)
                     acked.add(request.batch.idempotency_key)
                     pending.pop(0)
+                    if some_acked is not None and len(acked) >= 3:
+                        some_acked.set()
         except grpc.aio.AioRpcError:
             # Hub gone: wait for it to come back, then redeliver from the first unacked batch.
             await stop_after_kill.wait()
@@ -130,10 +133,11 @@ async def test_sigkill_mid_ingest_loses_nothing_and_duplicates_nothing(hub_proce
     await register_meters(hub_process.target)
     acked: set[str] = set()
     restarted = asyncio.Event()
-    sources = [asyncio.create_task(deliver(hub_process.target, i, acked, restarted)) for i in range(SOURCES)]
+    some_acked = asyncio.Event()
+    sources = [asyncio.create_task(deliver(hub_process.target, i, acked, restarted, some_acked))
+               for i in range(SOURCES)]
     # Let some batches commit, then kill the hub while the others are in flight.
-    while len(acked) < 3:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(some_acked.wait(), 60)
     acked_before_kill = set(acked)
     assert hub_process.signal(signal.SIGKILL) == -signal.SIGKILL
     assert len(acked_before_kill) < SOURCES * DAYS, "the kill must land mid-ingest"
