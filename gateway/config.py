@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.billing.config import BillingSettings, parse_billing_settings
 from gateway.errors import ConfigError
 from gateway.secrets import resolve_secret
 from gateway.security import TlsConfig, TokenAuthority
@@ -50,6 +51,8 @@ class HubConfig:
     sources: tuple[SourceConfig, ...] = ()
     # [outbound.<name>] sinks fed from the change feed; the table holds "type".
     outbound: tuple[SourceConfig, ...] = ()
+    # The [billing] table: tariffs (bundled ones always present) and policy.
+    billing: BillingSettings = field(default_factory=lambda: parse_billing_settings({}))
 
 
 def _take(table: Mapping[str, Any], where: str, key: str, kind: type, default: Any) -> Any:
@@ -135,11 +138,12 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Hu
         if not isinstance(table, Mapping) or not isinstance(table.get("type"), str):
             raise ConfigError(f"outbound.{name}.type is required (e.g. \"cim\")", metadata={"key": f"outbound.{name}"})
         outbound.append(SourceConfig(name=name, type=table["type"], settings=dict(table)))
+    billing = parse_billing_settings(data.get("billing", {}), base_dir)
     return HubConfig(store=store, queue_size=queue_size, log_level=log_level, log_format=log_format,
                      grpc=GrpcConfig(listen=listen, allow_plaintext_remote=allow_remote, tls=tls,
                                      authority=authority),
                      metrics_listen=metrics_listen, vee=dict(vee_table), sources=tuple(sources),
-                     outbound=tuple(outbound))
+                     outbound=tuple(outbound), billing=billing)
 
 
 def _path(value: Any, key: str, base_dir: Path | None) -> Path:

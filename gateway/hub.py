@@ -19,6 +19,7 @@ from sqlalchemy import Engine, text
 
 from adapters.port import Adapter, IngestPort, SubmitOutcome
 from gateway.api.admin import AdminServicer
+from gateway.api.billing import BillingServicer
 from gateway.api.cis import CisServicer
 from gateway.api.edits import EditServicer
 from gateway.api.exceptions import ExceptionServicer
@@ -35,6 +36,8 @@ from gateway.vee_stage import build_vee_stage
 from meterhub.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
+    billing_service_pb2,
+    billing_service_pb2_grpc,
     cis_service_pb2,
     cis_service_pb2_grpc,
     ingest_service_pb2,
@@ -50,7 +53,8 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAMES = tuple(
     service.full_name
-    for module in (ingest_service_pb2, reading_service_pb2, admin_service_pb2, vee_service_pb2, cis_service_pb2)
+    for module in (ingest_service_pb2, reading_service_pb2, admin_service_pb2, vee_service_pb2, cis_service_pb2,
+                   billing_service_pb2)
     for service in module.DESCRIPTOR.services_by_name.values()
 )
 HEALTH_CHECK_SECONDS = 5.0
@@ -129,6 +133,8 @@ class Hub:
         vee_service_pb2_grpc.add_EditServiceServicer_to_server(
             EditServicer(self.engine, self.pipeline, authority, revalidate=self.vee), server)
         cis_service_pb2_grpc.add_CisServiceServicer_to_server(CisServicer(self.engine, self.pipeline), server)
+        billing_service_pb2_grpc.add_BillingServiceServicer_to_server(
+            BillingServicer(self.engine, self.config.billing), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         tls = self.config.grpc.tls

@@ -433,3 +433,62 @@ def bundled_tariff(name: str) -> Tariff:
     if not resource.is_file():
         raise ConfigError(f"no bundled tariff {name!r}", metadata={"key": "tariff"})
     return parse_tariff(tomllib.loads(resource.read_text(encoding="utf-8")))
+
+
+@dataclass(frozen=True, slots=True)
+class BillingSettings:
+    """The [billing] table of hub.toml: the tariffs the hub bills with.
+
+    The bundled example tariffs are always there; ``tariff_files`` and inline
+    ``[billing.tariffs.<name>]`` tables add to them or replace one by name.
+    """
+
+    tariffs: Mapping[str, Tariff]
+    # An estimate the hub made counts as billing-valid without approval.
+    estimates_billable: bool = False
+
+
+BUNDLED_TARIFFS = ("residential_tou", "commercial_demand")
+
+
+def parse_billing_settings(table: Mapping[str, Any], base_dir: Path | None = None) -> BillingSettings:
+    if not isinstance(table, Mapping):
+        raise ConfigError("[billing] must be a table", metadata={"key": "billing"})
+    unknown = sorted(set(table) - {"tariff_files", "tariffs", "estimates_billable"})
+    if unknown:
+        raise ConfigError(f"unknown key billing.{unknown[0]} (allowed: estimates_billable, tariff_files, tariffs)",
+                          metadata={"key": f"billing.{unknown[0]}"})
+    tariffs = {name: bundled_tariff(name) for name in BUNDLED_TARIFFS}
+    files = table.get("tariff_files", [])
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise ConfigError("billing.tariff_files must be a list of file paths", metadata={"key": "billing.tariff_files"})
+    for file in files:
+        path = Path(file)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        try:
+            tariff = load_tariff(path)
+        except OSError as exc:
+            raise ConfigError(f"billing.tariff_files: cannot read {path}: {exc.strerror}",
+                              metadata={"key": "billing.tariff_files"}) from exc
+        except ConfigError as exc:
+            raise ConfigError(f"billing.tariff_files: {path}: {exc.message}",
+                              metadata={"key": f"billing.tariff_files:{path}"}) from exc
+        tariffs[tariff.name] = tariff
+    inline = table.get("tariffs", {})
+    if not isinstance(inline, Mapping):
+        raise ConfigError("billing.tariffs must be a table of tables: [billing.tariffs.<name>]",
+                          metadata={"key": "billing.tariffs"})
+    for name, doc in inline.items():
+        if not isinstance(doc, Mapping):
+            raise ConfigError(f"billing.tariffs.{name} must be a table", metadata={"key": f"billing.tariffs.{name}"})
+        try:
+            tariffs[name] = parse_tariff(doc, name=name)
+        except ConfigError as exc:
+            raise ConfigError(f"billing.tariffs.{name}: {exc.message}",
+                              metadata={"key": f"billing.tariffs.{name}.{exc.metadata.get('key', '')}"}) from exc
+    estimates = table.get("estimates_billable", False)
+    if not isinstance(estimates, bool):
+        raise ConfigError(f"billing.estimates_billable must be true or false, got {estimates!r}",
+                          metadata={"key": "billing.estimates_billable"})
+    return BillingSettings(tariffs=tariffs, estimates_billable=estimates)
