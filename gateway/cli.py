@@ -1,4 +1,4 @@
-"""The `meterhub` command: serve, demo and simulators."""
+"""The `meterhub` command: serve, demo, simulators, tokens and bill-cycle export."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import contextlib
 import logging
 import signal
 import sys
+from datetime import date, datetime, time
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.config import load_config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, MeterhubError
 from gateway.logs import configure_logging
 from gateway.plugins import SIMULATOR_GROUP, available
 from gateway.security import ROLES, hash_token, new_token
@@ -63,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fleet-meters", type=int, default=50, help="size of each other fleet (default 50)")
     demo.add_argument("--days", type=int, default=1)
     demo.add_argument("--only", action="append", default=None, help="run only these sources (repeatable)")
+    billing = sub.add_parser("billing", help="billing determinants from the store")
+    billing_sub = billing.add_subparsers(dest="billing_command", required=True)
+    export = billing_sub.add_parser("export", help="export a bill cycle as CSV or JSON, straight from the store")
+    export.add_argument("--config", type=Path, default=Path("hub.toml"), help="hub.toml (store and tariffs)")
+    export.add_argument("--start", required=True,
+                        help="period start: YYYY-MM-DD (local midnight in --time-zone) or ISO 8601 with offset")
+    export.add_argument("--end", required=True, help="period end (exclusive), same forms as --start")
+    export.add_argument("--time-zone", default="UTC", help="IANA zone for date-only --start/--end (default UTC)")
+    export.add_argument("--tariff", default="", help="only service points of this tariff")
+    export.add_argument("--service-point", action="append", default=[], help="only these points (repeatable)")
+    export.add_argument("--format", choices=("csv", "json"), default="csv")
+    export.add_argument("--output", type=Path, default=None, help="file to write (default: standard output)")
     token = sub.add_parser("token", help="manage API bearer tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     new = token_sub.add_parser("new", help="make a token and print the [[security.tokens]] entry holding its hash")
@@ -83,6 +97,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _instant(text: str, zone: str, what: str) -> datetime:
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), time(), tzinfo=ZoneInfo(zone))
+        instant = datetime.fromisoformat(text)
+    except (ValueError, ZoneInfoNotFoundError) as exc:
+        raise ConfigError(f"{what} {text!r}: {exc}") from exc
+    if instant.tzinfo is None:
+        raise ConfigError(f"{what} {text!r} needs a UTC offset (or give a date and --time-zone)")
+    return instant
+
+
+def _export_cycle(args: argparse.Namespace) -> int:
+    from gateway.billing import BillingPeriod, BillingPolicy, TariffCalendar, write_cycle_csv, write_cycle_json
+    from gateway.billing.loading import stream_cycle
+    from store.engine import open_engine
+
+    config = load_config(args.config)
+    period = BillingPeriod(_instant(args.start, args.time_zone, "--start"),
+                           _instant(args.end, args.time_zone, "--end"))
+    if args.tariff and args.tariff not in config.billing.tariffs:
+        raise ConfigError(f"--tariff {args.tariff!r} is not configured")
+    calendars = {name: TariffCalendar(t) for name, t in config.billing.tariffs.items()}
+    engine = open_engine(config.store, create=False)
+    try:
+        items = stream_cycle(engine, period, calendars,
+                             BillingPolicy(estimates_billable=config.billing.estimates_billable),
+                             ids=args.service_point, tariff=args.tariff)
+        write = write_cycle_csv if args.format == "csv" else write_cycle_json
+        if args.output is None:
+            count = write(items, sys.stdout)
+        else:
+            with open(args.output, "w", encoding="utf-8", newline="") as out:
+                count = write(items, out)
+    finally:
+        engine.dispose()
+    sys.stderr.write(f"meterhub: exported {count} service points\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -96,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             prepare_workdir(args.workdir)
             return asyncio.run(run_demo(args.workdir, meters=args.meters, fleet_meters=args.fleet_meters,
                                         days=args.days, only=args.only))
+        if args.command == "billing":
+            return _export_cycle(args)
         if args.command == "token":
             value = new_token()
             roles = ", ".join(f'"{r}"' for r in sorted(set(args.role)))
@@ -113,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_run_simulator(command, args))
     except ConfigError as exc:
         sys.stderr.write(f"meterhub: configuration error: {exc.message}\n")
+        return 2
+    except MeterhubError as exc:
+        sys.stderr.write(f"meterhub: {exc.reason}: {exc.message}\n")
         return 2
     except KeyboardInterrupt:
         return 130

@@ -11,6 +11,7 @@ from datetime import date
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import Connection, select
 
 from gateway.errors import ConfigError
@@ -72,7 +73,7 @@ class VeeStage:
             days=days.days,
             values=days.values,
             qualities=days.qualities,
-            active=np.array([i.meter_status == adm.METER_STATUS_ACTIVE for i in rows], dtype=np.bool_),
+            active=self._active(conn, days, rows),
             flow_directions=np.array([i.flow_direction for i in rows], dtype=np.int64),
             meter_classes=[i.meter_class for i in rows],
             as_of_seconds=now_us // 1_000_000,
@@ -88,6 +89,26 @@ class VeeStage:
             for item in result.items
         ]
         return StageOutcome(result.values, result.qualities, exceptions, dict(result.counts))
+
+    @staticmethod
+    def _active(conn: Connection, days: ChannelDays, rows: list[repo.ChannelInfo]) -> npt.NDArray[np.bool_]:
+        """Per channel-day: was the meter in service? A removed meter was, on
+        the days its CIS installs cover: its reads from before the exchange
+        are real usage, not usage on an inactive meter."""
+        active = np.array([i.meter_status == adm.METER_STATUS_ACTIVE for i in rows], dtype=np.bool_)
+        if active.all():
+            return active
+        mi = s.meter_installs
+        idle = sorted({rows[i].meter_id for i in np.flatnonzero(~active).tolist()})
+        windows: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for meter_id, install_us, remove_us in conn.execute(
+                select(mi.c.meter_id, mi.c.install_time_us, mi.c.remove_time_us).where(mi.c.meter_id.in_(idle))):
+            windows[meter_id].append((install_us // 1_000_000, remove_us // 1_000_000 if remove_us else 2**62))
+        for i in np.flatnonzero(~active).tolist():
+            lo = int(days.days[i]) * SECONDS_PER_DAY
+            hi = lo + SECONDS_PER_DAY
+            active[i] = any(start < hi and end > lo for start, end in windows.get(rows[i].meter_id, ()))
+        return active
 
     def _history(self, conn: Connection, batch: VeeBatch) -> History:
         request = self._engine.history_request(batch)

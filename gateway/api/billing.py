@@ -21,10 +21,8 @@ from gateway.billing import (
     CycleFailure,
     Demand,
     Determinants,
-    ServicePointData,
     TariffCalendar,
     billing_intervals,
-    compute_cycle,
     whole_and_remainder,
 )
 from gateway.billing.config import BillingSettings, DayKind
@@ -33,6 +31,7 @@ from gateway.billing.loading import (
     CHUNK,
     UnknownServicePoint,
     all_service_points,
+    compute_chunk,
     critical_peak_dates,
     load_service_points,
 )
@@ -117,12 +116,7 @@ class BillingServicer(bill_grpc.BillingServiceServicer):
                  tariff: str) -> list[Determinants | CycleFailure]:
         """Load and compute one chunk (runs in a worker thread)."""
         with self._engine.connect() as conn:
-            loaded = load_service_points(conn, ids, period, tariff_override=tariff)
-            found = [x for x in loaded if isinstance(x, ServicePointData)]
-            cpp = {name: critical_peak_dates(conn, name) for name in {x.tariff for x in found}}
-        results = iter(compute_cycle(found, period, self._calendars, critical_peak_days=cpp, policy=self._policy))
-        return [CycleFailure(ids[i], x.reason, x.message) if isinstance(x, UnknownServicePoint) else next(results)
-                for i, x in enumerate(loaded)]
+            return compute_chunk(conn, ids, period, self._calendars, self._policy, tariff)
 
     @maps_errors
     async def GetBillingDeterminants(self, request: bill.GetBillingDeterminantsRequest,

@@ -11,14 +11,25 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, Engine, and_, or_, select
 
+from gateway.billing.calendar import TariffCalendar
 from gateway.billing.config import SECONDS_PER_DAY
-from gateway.billing.determinants import BillingPeriod, ChannelDays, MeterSegment, ServicePointData, utc_datetime
+from gateway.billing.determinants import (
+    BillingPeriod,
+    BillingPolicy,
+    ChannelDays,
+    CycleFailure,
+    Determinants,
+    MeterSegment,
+    ServicePointData,
+    compute_cycle,
+    utc_datetime,
+)
 from gateway.billing.errors import BillingError
 from gateway.errors import StatusCode
 from meterhub.v1 import model_pb2 as pb
@@ -162,3 +173,32 @@ def _channel_days(conn: Connection, channels: Sequence[_Channel], first_day: int
         out[ch.channel_id] = ChannelDays(ch.interval_seconds, np.asarray(d, dtype=np.int64), values, quals,
                                          ch.exponent)
     return out
+
+
+def compute_chunk(conn: Connection, ids: Sequence[str], period: BillingPeriod,
+                  calendars: Mapping[str, TariffCalendar], policy: BillingPolicy,
+                  tariff: str = "") -> list[Determinants | CycleFailure]:
+    """Determinants of one chunk of service points, in ``ids`` order;
+    ``tariff`` overrides each point's own when set."""
+    loaded = load_service_points(conn, ids, period, tariff_override=tariff)
+    found = [x for x in loaded if isinstance(x, ServicePointData)]
+    cpp = {name: critical_peak_dates(conn, name) for name in {x.tariff for x in found}}
+    results = iter(compute_cycle(found, period, calendars, critical_peak_days=cpp, policy=policy))
+    return [CycleFailure(ids[i], x.reason, x.message) if isinstance(x, UnknownServicePoint) else next(results)
+            for i, x in enumerate(loaded)]
+
+
+def stream_cycle(engine: Engine, period: BillingPeriod, calendars: Mapping[str, TariffCalendar],
+                 policy: BillingPolicy, *, ids: Sequence[str] = (),
+                 tariff: str = "") -> Iterator[Determinants | CycleFailure]:
+    """A whole bill cycle, chunk by chunk: the named points, or every point
+    (of ``tariff``, when set) in id order."""
+    if ids:
+        chunks: list[list[str]] = [list(ids[i:i + CHUNK]) for i in range(0, len(ids), CHUNK)]
+    else:
+        with engine.connect() as conn:
+            chunks = list(all_service_points(conn, tariff))
+    for chunk in chunks:
+        with engine.connect() as conn:
+            results = compute_chunk(conn, chunk, period, calendars, policy, tariff)
+        yield from results
