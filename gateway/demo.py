@@ -28,6 +28,10 @@ from gateway.config import GrpcConfig, HubConfig, SourceConfig
 from gateway.hub import Hub
 from meterhub.v1 import admin_service_pb2 as adm
 from meterhub.v1 import admin_service_pb2_grpc as adm_grpc
+from meterhub.v1 import billing_service_pb2 as bill
+from meterhub.v1 import billing_service_pb2_grpc as bill_grpc
+from meterhub.v1 import cis_service_pb2 as cis
+from meterhub.v1 import cis_service_pb2_grpc as cis_grpc
 from meterhub.v1 import model_pb2 as pb
 from meterhub.v1 import reading_service_pb2 as rs
 from meterhub.v1 import reading_service_pb2_grpc as rs_grpc
@@ -127,7 +131,88 @@ async def run_demo(workdir: Path, *, meters: int, fleet_meters: int, days: int,
             return 1
         complete = await _watch_progress(console, admin, running)
         await _summarise(console, channel, running, start)
+        await _summarise_billing(console, channel, running, start, days)
+        _write_export_config(workdir, store)
+        console.line(f"  export the cycle: meterhub billing export --config {workdir / 'hub.toml'} "
+                     f"--start {start:%Y-%m-%d} --end {start + timedelta(days=days):%Y-%m-%d} --format csv")
     return 0 if complete and len(running) == expected_fleets else 1
+
+
+def _write_export_config(workdir: Path, store: Path) -> None:
+    """A hub.toml beside the demo store, for `meterhub billing export`."""
+    (workdir / "hub.toml").write_text(f'[hub]\nstore = "{store.resolve()}"\n', encoding="utf-8")
+
+
+DEMO_TARIFF = "residential_tou"
+DEMO_ZONE = "America/New_York"
+
+
+def _demo_cis_records(running: Sequence[RunningFleet], start: datetime) -> tuple[list[cis.SyncRecordsRequest],
+                                                                                    list[str]]:
+    """One account and service point per fleet (its first meter), and a meter
+    exchange at noon on the first day on the second and third meters of the first
+    fleet that has them, all on the bundled residential TOU tariff."""
+    records = [cis.SyncRecordsRequest(account=cis.Account(account_id="DEMO-ACCT", name="Demo customers",
+                                                          active=True))]
+    points: list[str] = []
+
+    def point(sp: str) -> None:
+        records.append(cis.SyncRecordsRequest(service_point=cis.ServicePoint(
+            service_point_id=sp, account_id="DEMO-ACCT", time_zone=DEMO_ZONE, tariff=DEMO_TARIFF)))
+        points.append(sp)
+
+    def install(meter: str, sp: str, since: datetime, until: datetime | None = None) -> None:
+        m = cis.MeterInstall(meter_id=meter, service_point_id=sp, multiplier=1, meter_class="residential")
+        m.install_time.FromDatetime(since)
+        if until is not None:
+            m.remove_time.FromDatetime(until)
+        records.append(cis.SyncRecordsRequest(meter_install=m))
+
+    long_ago = start - timedelta(days=365)
+    for f in running:
+        sp = f"SP-{f.name.upper()}"
+        point(sp)
+        install(f.fleet.meter_ids[0], sp, long_ago)
+    exchange = next((f for f in running if len(f.fleet.meter_ids) >= 3), None)
+    if exchange is not None:
+        noon = start + timedelta(hours=12)
+        point("SP-EXCHANGE")
+        install(exchange.fleet.meter_ids[1], "SP-EXCHANGE", long_ago, noon)
+        install(exchange.fleet.meter_ids[2], "SP-EXCHANGE", noon)
+    return records, points
+
+
+async def _summarise_billing(console: Console, channel: grpc.aio.Channel, running: Sequence[RunningFleet],
+                             start: datetime, days: int) -> None:
+    """CIS sync of a few service points, then their bill cycle through BillingService."""
+    records, points = _demo_cis_records(running, start)
+
+    async def stream() -> Any:
+        for r in records:
+            yield r
+
+    await cis_grpc.CisServiceStub(channel).SyncRecords(stream())
+    request = bill.StreamBillCycleRequest(service_point_ids=points)
+    request.period.start_time.FromDatetime(start)
+    request.period.end_time.FromDatetime(start + timedelta(days=days))
+    console.line()
+    console.line(f"Billing determinants through gRPC: BillingService.StreamBillCycle({len(points)} service points, "
+                 f"tariff {DEMO_TARIFF}, {start:%Y-%m-%d} + {days} day(s))")
+    console.line(f"  {'service point':<26}{'meters':<30}{'kWh':>10}{'on-peak':>10}{'mid-peak':>10}"
+                 f"{'off-peak':>10}{'max kW':>9}  {'intervals a/e/m':<17}billable")
+    async for item in bill_grpc.BillingServiceStub(channel).StreamBillCycle(request):
+        if item.error:
+            console.line(f"  {item.service_point_id:<26}error: {item.error}")
+            continue
+        d = item.determinants
+        kwh = {b.period: float(b.delivered_kwh) for b in d.buckets}
+        counts = f"{d.counts.actual}/{d.counts.estimated}/{d.counts.missing}"
+        demand = float(d.max_demand.kw) if d.HasField("max_demand") else 0.0
+        meters = ", ".join(d.meter_ids)
+        console.line(f"  {d.service_point_id:<26}{meters[:29]:<30}{float(d.total_delivered_kwh):>10,.3f}"
+                     f"{kwh.get('on_peak', 0):>10,.3f}{kwh.get('mid_peak', 0):>10,.3f}"
+                     f"{kwh.get('off_peak', 0):>10,.3f}{demand:>9,.2f}  {counts:<17}"
+                     + ("yes" if d.billable else "no: " + "; ".join(d.not_billable_reasons)))
 
 
 async def _source_reads(admin: adm_grpc.AdminServiceStub) -> dict[str, adm.SourceStatus]:

@@ -67,7 +67,7 @@ def period_from_message(message: bill.BillingPeriod, present: bool) -> BillingPe
 def _demand_message(d: Demand) -> bill.MaxDemand:
     # Watts are exact Fractions; the wire carries the nearest whole watt.
     return bill.MaxDemand(watts=round(d.watts), interval_end_time=_timestamp(d.interval_end), period=d.period,
-                          method=d.method)
+                          method=d.method, kw=str(d.kw))
 
 
 def determinants_message(d: Determinants) -> bill.BillingDeterminants:
@@ -79,13 +79,16 @@ def determinants_message(d: Determinants) -> bill.BillingDeterminants:
         counts=bill.IntervalCounts(expected=d.counts.expected, actual=d.counts.actual, estimated=d.counts.estimated,
                                    edited=d.counts.edited, missing=d.counts.missing, suspect=d.counts.suspect),
         completeness_ppm=d.completeness_ppm, billable=d.billable,
-        not_billable_reasons=list(d.not_billable_reasons), meter_ids=list(d.meter_ids))
+        not_billable_reasons=list(d.not_billable_reasons), meter_ids=list(d.meter_ids),
+        total_delivered_kwh=str(d.total_delivered_kwh), total_received_kwh=str(d.total_received_kwh),
+        total_net_kwh=str(d.total_net_kwh), net_metered=d.net_metered)
     for b in d.buckets:
         (delivered, received), den = whole_and_remainder(b.delivered_wh, b.received_wh)
         net = b.net_wh
         out.buckets.append(bill.TouBucket(
             period=b.period, delivered_wh=delivered[0], received_wh=received[0], net_wh=_whole(net),
-            delivered_remainder_num=delivered[1], received_remainder_num=received[1], remainder_den=den))
+            delivered_remainder_num=delivered[1], received_remainder_num=received[1], remainder_den=den,
+            delivered_kwh=str(b.delivered_kwh), received_kwh=str(b.received_kwh), net_kwh=str(b.net_kwh)))
     if d.max_demand is not None:
         out.max_demand.CopyFrom(_demand_message(d.max_demand))
     out.max_demand_by_period.extend(_demand_message(x) for x in d.max_demand_by_period)

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from meterhub.v1 import model_pb2 as meterhub_dot_v1_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!meterhub/v1/billing_service.proto\x12\x0bmeterhub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17meterhub/v1/model.proto\"m\n\rBillingPeriod\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xae\x01\n\tTouBucket\x12\x0e\n\x06period\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65livered_wh\x18\x02 \x01(\x03\x12\x13\n\x0breceived_wh\x18\x03 \x01(\x03\x12\x0e\n\x06net_wh\x18\x04 \x01(\x03\x12\x1f\n\x17\x64\x65livered_remainder_num\x18\x05 \x01(\x03\x12\x1e\n\x16received_remainder_num\x18\x06 \x01(\x03\x12\x15\n\rremainder_den\x18\x07 \x01(\x03\"q\n\tMaxDemand\x12\r\n\x05watts\x18\x01 \x01(\x03\x12\x35\n\x11interval_end_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06period\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\"w\n\x0eIntervalCounts\x12\x10\n\x08\x65xpected\x18\x01 \x01(\x03\x12\x0e\n\x06\x61\x63tual\x18\x02 \x01(\x03\x12\x11\n\testimated\x18\x03 \x01(\x03\x12\x0e\n\x06\x65\x64ited\x18\x04 \x01(\x03\x12\x0f\n\x07missing\x18\x05 \x01(\x03\x12\x0f\n\x07suspect\x18\x06 \x01(\x03\"\xcd\x03\n\x13\x42illingDeterminants\x12\x18\n\x10service_point_id\x18\x01 \x01(\t\x12\x0e\n\x06tariff\x18\x02 \x01(\t\x12*\n\x06period\x18\x03 \x01(\x0b\x32\x1a.meterhub.v1.BillingPeriod\x12\'\n\x07\x62uckets\x18\x04 \x03(\x0b\x32\x16.meterhub.v1.TouBucket\x12\x1a\n\x12total_delivered_wh\x18\x05 \x01(\x03\x12\x19\n\x11total_received_wh\x18\x06 \x01(\x03\x12\x14\n\x0ctotal_net_wh\x18\x07 \x01(\x03\x12*\n\nmax_demand\x18\x08 \x01(\x0b\x32\x16.meterhub.v1.MaxDemand\x12\x34\n\x14max_demand_by_period\x18\t \x03(\x0b\x32\x16.meterhub.v1.MaxDemand\x12+\n\x06\x63ounts\x18\n \x01(\x0b\x32\x1b.meterhub.v1.IntervalCounts\x12\x18\n\x10\x63ompleteness_ppm\x18\x0b \x01(\x03\x12\x10\n\x08\x62illable\x18\x0c \x01(\x08\x12\x1c\n\x14not_billable_reasons\x18\r \x03(\t\x12\x11\n\tmeter_ids\x18\x0e \x03(\t\"u\n\x1dGetBillingDeterminantsRequest\x12\x18\n\x10service_point_id\x18\x01 \x01(\t\x12*\n\x06period\x18\x02 \x01(\x0b\x32\x1a.meterhub.v1.BillingPeriod\x12\x0e\n\x06tariff\x18\x03 \x01(\t\"X\n\x1eGetBillingDeterminantsResponse\x12\x36\n\x0c\x64\x65terminants\x18\x01 \x01(\x0b\x32 .meterhub.v1.BillingDeterminants\"o\n\x16StreamBillCycleRequest\x12\x19\n\x11service_point_ids\x18\x01 \x03(\t\x12*\n\x06period\x18\x02 \x01(\x0b\x32\x1a.meterhub.v1.BillingPeriod\x12\x0e\n\x06tariff\x18\x03 \x01(\t\"z\n\x17StreamBillCycleResponse\x12\x36\n\x0c\x64\x65terminants\x18\x01 \x01(\x0b\x32 .meterhub.v1.BillingDeterminants\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x18\n\x10service_point_id\x18\x03 \x01(\t\"\x93\x02\n\x0f\x42illingInterval\x12\x10\n\x08meter_id\x18\x01 \x01(\t\x12\x37\n\x13interval_start_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11interval_end_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08value_wh\x18\x04 \x01(\x03\x12\x32\n\x0e\x66low_direction\x18\x05 \x01(\x0e\x32\x1a.meterhub.v1.FlowDirection\x12\x12\n\nvee_status\x18\x06 \x01(\t\x12\x13\n\x0brate_period\x18\x07 \x01(\t\x12\x0f\n\x07quality\x18\x08 \x01(\x03\"\x9a\x01\n\x1bListBillingIntervalsRequest\x12\x18\n\x10service_point_id\x18\x01 \x01(\t\x12*\n\x06period\x18\x02 \x01(\x0b\x32\x1a.meterhub.v1.BillingPeriod\x12\x0e\n\x06tariff\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"h\n\x1cListBillingIntervalsResponse\x12/\n\tintervals\x18\x01 \x03(\x0b\x32\x1c.meterhub.v1.BillingInterval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"C\n\x1cSetCriticalPeakEventsRequest\x12\x0e\n\x06tariff\x18\x01 \x01(\t\x12\x13\n\x0b\x65vent_dates\x18\x02 \x03(\t\"3\n\x1dSetCriticalPeakEventsResponse\x12\x12\n\nevent_days\x18\x01 \x01(\x05\x32\xc0\x03\n\x0e\x42illingService\x12q\n\x16GetBillingDeterminants\x12*.meterhub.v1.GetBillingDeterminantsRequest\x1a+.meterhub.v1.GetBillingDeterminantsResponse\x12^\n\x0fStreamBillCycle\x12#.meterhub.v1.StreamBillCycleRequest\x1a$.meterhub.v1.StreamBillCycleResponse0\x01\x12k\n\x14ListBillingIntervals\x12(.meterhub.v1.ListBillingIntervalsRequest\x1a).meterhub.v1.ListBillingIntervalsResponse\x12n\n\x15SetCriticalPeakEvents\x12).meterhub.v1.SetCriticalPeakEventsRequest\x1a*.meterhub.v1.SetCriticalPeakEventsResponseBN\n\x0eio.meterhub.v1P\x01Z:github.com/meterhub/meterhub/gen/go/meterhub/v1;meterhubv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!meterhub/v1/billing_service.proto\x12\x0bmeterhub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17meterhub/v1/model.proto\"m\n\rBillingPeriod\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xec\x01\n\tTouBucket\x12\x0e\n\x06period\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65livered_wh\x18\x02 \x01(\x03\x12\x13\n\x0breceived_wh\x18\x03 \x01(\x03\x12\x0e\n\x06net_wh\x18\x04 \x01(\x03\x12\x1f\n\x17\x64\x65livered_remainder_num\x18\x05 \x01(\x03\x12\x1e\n\x16received_remainder_num\x18\x06 \x01(\x03\x12\x15\n\rremainder_den\x18\x07 \x01(\x03\x12\x15\n\rdelivered_kwh\x18\x08 \x01(\t\x12\x14\n\x0creceived_kwh\x18\t \x01(\t\x12\x0f\n\x07net_kwh\x18\n \x01(\t\"}\n\tMaxDemand\x12\r\n\x05watts\x18\x01 \x01(\x03\x12\x35\n\x11interval_end_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06period\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\n\n\x02kw\x18\x05 \x01(\t\"w\n\x0eIntervalCounts\x12\x10\n\x08\x65xpected\x18\x01 \x01(\x03\x12\x0e\n\x06\x61\x63tual\x18\x02 \x01(\x03\x12\x11\n\testimated\x18\x03 \x01(\x03\x12\x0e\n\x06\x65\x64ited\x18\x04 \x01(\x03\x12\x0f\n\x07missing\x18\x05 \x01(\x03\x12\x0f\n\x07suspect\x18\x06 \x01(\x03\"\xb2\x04\n\x13\x42illingDeterminants\x12\x18\n\x10service_point_id\x18\x01 \x01(\t\x12\x0e\n\x06tariff\x18\x02 \x01(\t\x12*\n\x06period\x18\x03 \x01(\x0b\x32\x1a.meterhub.v1.BillingPeriod\x12\'\n\x07\x62uckets\x18\x04 \x03(\x0b\x32\x16.meterhub.v1.TouBucket\x12\x1a\n\x12total_delivered_wh\x18\x05 \x01(\x03\x12\x19\n\x11total_received_wh\x18\x06 \x01(\x03\x12\x14\n\x0ctotal_net_wh\x18\x07 \x01(\x03\x12*\n\nmax_demand\x18\x08 \x01(\x0b\x32\x16.meterhub.v1.MaxDemand\x12\x34\n\x14max_demand_by_period\x18\t \x03(\x0b\x32\x16.meterhub.v1.MaxDemand\x12+\n\x06\x63ounts\x18\n \x01(\x0b\x32\x1b.meterhub.v1.IntervalCounts\x12\x18\n\x10\x63ompleteness_ppm\x18\x0b \x01(\x03\x12\x10\n\x08\x62illable\x18\x0c \x01(\x08\x12\x1c\n\x14not_billable_reasons\x18\r \x03(\t\x12\x11\n\tmeter_ids\x18\x0e \x03(\t\x12\x1b\n\x13total_delivered_kwh\x18\x0f \x01(\t\x12\x1a\n\x12total_received_kwh\x18\x10 \x01(\t\x12\x15\n\rtotal_net_kwh\x18\x11 \x01(\t\x12\x13\n\x0bnet_metered\x18\x12 \x01(\x08\"u\n\x1dGetBillingDeterminantsRequest\x12\x18\n\x10service_point_id\x18\x01 \x01(\t\x12*\n\x06period\x18\x02 \x01(\x0b\x32\x1a.meterhub.v1.BillingPeriod\x12\x0e\n\x06tariff\x18\x03 \x01(\t\"X\n\x1eGetBillingDeterminantsResponse\x12\x36\n\x0c\x64\x65terminants\x18\x01 \x01(\x0b\x32 .meterhub.v1.BillingDeterminants\"o\n\x16StreamBillCycleRequest\x12\x19\n\x11service_point_ids\x18\x01 \x03(\t\x12*\n\x06period\x18\x02 \x01(\x0b\x32\x1a.meterhub.v1.BillingPeriod\x12\x0e\n\x06tariff\x18\x03 \x01(\t\"z\n\x17StreamBillCycleResponse\x12\x36\n\x0c\x64\x65terminants\x18\x01 \x01(\x0b\x32 .meterhub.v1.BillingDeterminants\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x18\n\x10service_point_id\x18\x03 \x01(\t\"\x93\x02\n\x0f\x42illingInterval\x12\x10\n\x08meter_id\x18\x01 \x01(\t\x12\x37\n\x13interval_start_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11interval_end_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08value_wh\x18\x04 \x01(\x03\x12\x32\n\x0e\x66low_direction\x18\x05 \x01(\x0e\x32\x1a.meterhub.v1.FlowDirection\x12\x12\n\nvee_status\x18\x06 \x01(\t\x12\x13\n\x0brate_period\x18\x07 \x01(\t\x12\x0f\n\x07quality\x18\x08 \x01(\x03\"\x9a\x01\n\x1bListBillingIntervalsRequest\x12\x18\n\x10service_point_id\x18\x01 \x01(\t\x12*\n\x06period\x18\x02 \x01(\x0b\x32\x1a.meterhub.v1.BillingPeriod\x12\x0e\n\x06tariff\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"h\n\x1cListBillingIntervalsResponse\x12/\n\tintervals\x18\x01 \x03(\x0b\x32\x1c.meterhub.v1.BillingInterval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"C\n\x1cSetCriticalPeakEventsRequest\x12\x0e\n\x06tariff\x18\x01 \x01(\t\x12\x13\n\x0b\x65vent_dates\x18\x02 \x03(\t\"3\n\x1dSetCriticalPeakEventsResponse\x12\x12\n\nevent_days\x18\x01 \x01(\x05\x32\xc0\x03\n\x0e\x42illingService\x12q\n\x16GetBillingDeterminants\x12*.meterhub.v1.GetBillingDeterminantsRequest\x1a+.meterhub.v1.GetBillingDeterminantsResponse\x12^\n\x0fStreamBillCycle\x12#.meterhub.v1.StreamBillCycleRequest\x1a$.meterhub.v1.StreamBillCycleResponse0\x01\x12k\n\x14ListBillingIntervals\x12(.meterhub.v1.ListBillingIntervalsRequest\x1a).meterhub.v1.ListBillingIntervalsResponse\x12n\n\x15SetCriticalPeakEvents\x12).meterhub.v1.SetCriticalPeakEventsRequest\x1a*.meterhub.v1.SetCriticalPeakEventsResponseBN\n\x0eio.meterhub.v1P\x01Z:github.com/meterhub/meterhub/gen/go/meterhub/v1;meterhubv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,31 +37,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BILLINGPERIOD']._serialized_start=108
   _globals['_BILLINGPERIOD']._serialized_end=217
   _globals['_TOUBUCKET']._serialized_start=220
-  _globals['_TOUBUCKET']._serialized_end=394
-  _globals['_MAXDEMAND']._serialized_start=396
-  _globals['_MAXDEMAND']._serialized_end=509
-  _globals['_INTERVALCOUNTS']._serialized_start=511
-  _globals['_INTERVALCOUNTS']._serialized_end=630
-  _globals['_BILLINGDETERMINANTS']._serialized_start=633
-  _globals['_BILLINGDETERMINANTS']._serialized_end=1094
-  _globals['_GETBILLINGDETERMINANTSREQUEST']._serialized_start=1096
-  _globals['_GETBILLINGDETERMINANTSREQUEST']._serialized_end=1213
-  _globals['_GETBILLINGDETERMINANTSRESPONSE']._serialized_start=1215
-  _globals['_GETBILLINGDETERMINANTSRESPONSE']._serialized_end=1303
-  _globals['_STREAMBILLCYCLEREQUEST']._serialized_start=1305
-  _globals['_STREAMBILLCYCLEREQUEST']._serialized_end=1416
-  _globals['_STREAMBILLCYCLERESPONSE']._serialized_start=1418
-  _globals['_STREAMBILLCYCLERESPONSE']._serialized_end=1540
-  _globals['_BILLINGINTERVAL']._serialized_start=1543
-  _globals['_BILLINGINTERVAL']._serialized_end=1818
-  _globals['_LISTBILLINGINTERVALSREQUEST']._serialized_start=1821
-  _globals['_LISTBILLINGINTERVALSREQUEST']._serialized_end=1975
-  _globals['_LISTBILLINGINTERVALSRESPONSE']._serialized_start=1977
-  _globals['_LISTBILLINGINTERVALSRESPONSE']._serialized_end=2081
-  _globals['_SETCRITICALPEAKEVENTSREQUEST']._serialized_start=2083
-  _globals['_SETCRITICALPEAKEVENTSREQUEST']._serialized_end=2150
-  _globals['_SETCRITICALPEAKEVENTSRESPONSE']._serialized_start=2152
-  _globals['_SETCRITICALPEAKEVENTSRESPONSE']._serialized_end=2203
-  _globals['_BILLINGSERVICE']._serialized_start=2206
-  _globals['_BILLINGSERVICE']._serialized_end=2654
+  _globals['_TOUBUCKET']._serialized_end=456
+  _globals['_MAXDEMAND']._serialized_start=458
+  _globals['_MAXDEMAND']._serialized_end=583
+  _globals['_INTERVALCOUNTS']._serialized_start=585
+  _globals['_INTERVALCOUNTS']._serialized_end=704
+  _globals['_BILLINGDETERMINANTS']._serialized_start=707
+  _globals['_BILLINGDETERMINANTS']._serialized_end=1269
+  _globals['_GETBILLINGDETERMINANTSREQUEST']._serialized_start=1271
+  _globals['_GETBILLINGDETERMINANTSREQUEST']._serialized_end=1388
+  _globals['_GETBILLINGDETERMINANTSRESPONSE']._serialized_start=1390
+  _globals['_GETBILLINGDETERMINANTSRESPONSE']._serialized_end=1478
+  _globals['_STREAMBILLCYCLEREQUEST']._serialized_start=1480
+  _globals['_STREAMBILLCYCLEREQUEST']._serialized_end=1591
+  _globals['_STREAMBILLCYCLERESPONSE']._serialized_start=1593
+  _globals['_STREAMBILLCYCLERESPONSE']._serialized_end=1715
+  _globals['_BILLINGINTERVAL']._serialized_start=1718
+  _globals['_BILLINGINTERVAL']._serialized_end=1993
+  _globals['_LISTBILLINGINTERVALSREQUEST']._serialized_start=1996
+  _globals['_LISTBILLINGINTERVALSREQUEST']._serialized_end=2150
+  _globals['_LISTBILLINGINTERVALSRESPONSE']._serialized_start=2152
+  _globals['_LISTBILLINGINTERVALSRESPONSE']._serialized_end=2256
+  _globals['_SETCRITICALPEAKEVENTSREQUEST']._serialized_start=2258
+  _globals['_SETCRITICALPEAKEVENTSREQUEST']._serialized_end=2325
+  _globals['_SETCRITICALPEAKEVENTSRESPONSE']._serialized_start=2327
+  _globals['_SETCRITICALPEAKEVENTSRESPONSE']._serialized_end=2378
+  _globals['_BILLINGSERVICE']._serialized_start=2381
+  _globals['_BILLINGSERVICE']._serialized_end=2829
 # @@protoc_insertion_point(module_scope)

@@ -59,6 +59,9 @@ class TouBucket(_message.Message):
     DELIVERED_REMAINDER_NUM_FIELD_NUMBER: _builtins.int
     RECEIVED_REMAINDER_NUM_FIELD_NUMBER: _builtins.int
     REMAINDER_DEN_FIELD_NUMBER: _builtins.int
+    DELIVERED_KWH_FIELD_NUMBER: _builtins.int
+    RECEIVED_KWH_FIELD_NUMBER: _builtins.int
+    NET_KWH_FIELD_NUMBER: _builtins.int
     period: _builtins.str
     """Period name from the tariff, e.g. "on_peak"."""
     delivered_wh: _builtins.int
@@ -70,6 +73,13 @@ class TouBucket(_message.Message):
     """
     received_remainder_num: _builtins.int
     remainder_den: _builtins.int
+    delivered_kwh: _builtins.str
+    """The same energies as exact decimal strings in kWh, e.g. "3.0498"
+    (rounded half-even to 6 places only where a prorated split has no
+    finite decimal form).
+    """
+    received_kwh: _builtins.str
+    net_kwh: _builtins.str
     def __init__(
         self,
         *,
@@ -80,10 +90,13 @@ class TouBucket(_message.Message):
         delivered_remainder_num: _builtins.int = ...,
         received_remainder_num: _builtins.int = ...,
         remainder_den: _builtins.int = ...,
+        delivered_kwh: _builtins.str = ...,
+        received_kwh: _builtins.str = ...,
+        net_kwh: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered_remainder_num", b"delivered_remainder_num", "delivered_wh", b"delivered_wh", "net_wh", b"net_wh", "period", b"period", "received_remainder_num", b"received_remainder_num", "received_wh", b"received_wh", "remainder_den", b"remainder_den"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered_kwh", b"delivered_kwh", "delivered_remainder_num", b"delivered_remainder_num", "delivered_wh", b"delivered_wh", "net_kwh", b"net_kwh", "net_wh", b"net_wh", "period", b"period", "received_kwh", b"received_kwh", "received_remainder_num", b"received_remainder_num", "received_wh", b"received_wh", "remainder_den", b"remainder_den"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -97,11 +110,14 @@ class MaxDemand(_message.Message):
     INTERVAL_END_TIME_FIELD_NUMBER: _builtins.int
     PERIOD_FIELD_NUMBER: _builtins.int
     METHOD_FIELD_NUMBER: _builtins.int
+    KW_FIELD_NUMBER: _builtins.int
     watts: _builtins.int
     period: _builtins.str
     """The TOU period it fell in."""
     method: _builtins.str
     """How it was measured, e.g. "15min", "rolling 15min over 5min"."""
+    kw: _builtins.str
+    """Exact kW as a decimal string (watts is the nearest whole watt)."""
     @_builtins.property
     def interval_end_time(self) -> _timestamp_pb2.Timestamp:
         """End of the demand interval or window (UTC)."""
@@ -113,10 +129,11 @@ class MaxDemand(_message.Message):
         interval_end_time: _timestamp_pb2.Timestamp | None = ...,
         period: _builtins.str = ...,
         method: _builtins.str = ...,
+        kw: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["interval_end_time", b"interval_end_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval_end_time", b"interval_end_time", "method", b"method", "period", b"period", "watts", b"watts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval_end_time", b"interval_end_time", "kw", b"kw", "method", b"method", "period", b"period", "watts", b"watts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -174,6 +191,10 @@ class BillingDeterminants(_message.Message):
     BILLABLE_FIELD_NUMBER: _builtins.int
     NOT_BILLABLE_REASONS_FIELD_NUMBER: _builtins.int
     METER_IDS_FIELD_NUMBER: _builtins.int
+    TOTAL_DELIVERED_KWH_FIELD_NUMBER: _builtins.int
+    TOTAL_RECEIVED_KWH_FIELD_NUMBER: _builtins.int
+    TOTAL_NET_KWH_FIELD_NUMBER: _builtins.int
+    NET_METERED_FIELD_NUMBER: _builtins.int
     service_point_id: _builtins.str
     tariff: _builtins.str
     total_delivered_wh: _builtins.int
@@ -183,6 +204,14 @@ class BillingDeterminants(_message.Message):
     """Parts per million of expected intervals present (actual, estimated or edited)."""
     billable: _builtins.bool
     """True only when the period is complete and every interval validated."""
+    total_delivered_kwh: _builtins.str
+    """Totals as exact decimal strings in kWh (the *_wh totals are floored to
+    whole Wh when channels record fractions of a Wh).
+    """
+    total_received_kwh: _builtins.str
+    total_net_kwh: _builtins.str
+    net_metered: _builtins.bool
+    """Whether received energy was billed (a net-metered service point)."""
     @_builtins.property
     def period(self) -> Global___BillingPeriod: ...
     @_builtins.property
@@ -218,10 +247,14 @@ class BillingDeterminants(_message.Message):
         billable: _builtins.bool = ...,
         not_billable_reasons: _abc.Iterable[_builtins.str] | None = ...,
         meter_ids: _abc.Iterable[_builtins.str] | None = ...,
+        total_delivered_kwh: _builtins.str = ...,
+        total_received_kwh: _builtins.str = ...,
+        total_net_kwh: _builtins.str = ...,
+        net_metered: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "max_demand", b"max_demand", "period", b"period"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable", b"billable", "buckets", b"buckets", "completeness_ppm", b"completeness_ppm", "counts", b"counts", "max_demand", b"max_demand", "max_demand_by_period", b"max_demand_by_period", "meter_ids", b"meter_ids", "not_billable_reasons", b"not_billable_reasons", "period", b"period", "service_point_id", b"service_point_id", "tariff", b"tariff", "total_delivered_wh", b"total_delivered_wh", "total_net_wh", b"total_net_wh", "total_received_wh", b"total_received_wh"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable", b"billable", "buckets", b"buckets", "completeness_ppm", b"completeness_ppm", "counts", b"counts", "max_demand", b"max_demand", "max_demand_by_period", b"max_demand_by_period", "meter_ids", b"meter_ids", "net_metered", b"net_metered", "not_billable_reasons", b"not_billable_reasons", "period", b"period", "service_point_id", b"service_point_id", "tariff", b"tariff", "total_delivered_kwh", b"total_delivered_kwh", "total_delivered_wh", b"total_delivered_wh", "total_net_kwh", b"total_net_kwh", "total_net_wh", b"total_net_wh", "total_received_kwh", b"total_received_kwh", "total_received_wh", b"total_received_wh"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

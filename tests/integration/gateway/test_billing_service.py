@@ -196,9 +196,12 @@ async def test_meter_exchange_is_stitched_into_one_exact_period(hub: Hub) -> Non
     assert list(d.meter_ids) == ["M-OLD", "M-NEW"]
     assert d.tariff == "test_tou"
     assert d.total_delivered_wh == sum(values) and d.total_received_wh == 0
+    assert Decimal(d.total_delivered_kwh) == Decimal(sum(values)) / 1000
     assert buckets(d) == expected_buckets(values, [0] * INTERVALS, cpp=False)
+    assert all(Decimal(b.delivered_kwh) * 1000 == b.delivered_wh for b in d.buckets)
     peak = max(range(INTERVALS), key=lambda k: (values[k], -k))
     assert d.max_demand.watts == values[peak] * 4
+    assert Decimal(d.max_demand.kw) == Decimal(values[peak] * 4) / 1000
     assert d.max_demand.interval_end_time.ToDatetime(UTC) == interval_start(peak + 1)
     assert d.max_demand.period == period_of(peak, cpp=False)
     assert (d.counts.expected, d.counts.actual, d.counts.estimated, d.counts.missing) == (INTERVALS, INTERVALS, 0, 0)
@@ -234,6 +237,7 @@ async def test_net_metered_point_with_an_estimated_gap(hub: Hub) -> None:
     assert d.total_delivered_wh == sum(values)
     assert d.total_received_wh == sum(recv) > 0
     assert d.total_net_wh == sum(values) - sum(recv)
+    assert d.net_metered and Decimal(d.total_net_kwh) == Decimal(sum(values) - sum(recv)) / 1000
     assert buckets(d) == expected_buckets(values, recv, cpp=False)
     # Channel-intervals: both flows count.
     assert (d.counts.expected, d.counts.estimated, d.counts.missing) == (2 * INTERVALS, len(GAP), 0)
