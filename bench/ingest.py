@@ -5,9 +5,15 @@ For each store (SQLite file, PostgreSQL) it prints:
   of 96 x 15-minute intervals) over gRPC (IngestService.StreamBatches) to a hub
   in this process, which validates, merges and commits them;
 - the raw store baseline measured in the same run: the same channel-day rows
-  written with a bare executemany (SQLite) or COPY (PostgreSQL), nothing else.
+  written with a bare executemany (SQLite) or COPY (PostgreSQL), nothing else;
+- the ratio end-to-end / raw.
 
-    python -m bench.ingest --meters 20000 --store sqlite --store postgres
+    python -m bench.ingest                       # both stores, 20,000 meters x 1 day
+    python -m bench.ingest --store sqlite --sqlite-dir var/bench
+    python -m bench.ingest --store postgres --postgres-url postgresql://postgres@127.0.0.1:5432/test
+
+SQLite files are created in a temporary directory (or --sqlite-dir) and removed
+afterwards; on PostgreSQL each run works in fresh schemas that are dropped at the end.
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import numpy as np
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from gateway.config import GrpcConfig, HubConfig
 from gateway.hub import Hub
@@ -34,13 +41,15 @@ from meterhub.v1 import ingest_service_pb2 as ing
 from meterhub.v1 import ingest_service_pb2_grpc as ing_grpc
 from meterhub.v1 import model_pb2 as pb
 from store.bulk import bulk_insert
-from store.engine import open_engine
+from store.engine import open_engine, store_url
 from store.schema import interval_blocks, metadata
 
-POSTGRES_URL = os.environ.get("MH_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get("MH_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 DAY = datetime(2026, 1, 1, tzinfo=UTC)
 SLOTS = 96
-RT = pb.ReadingType(commodity=1, kind=1, unit=pb.UNIT_WATT_HOUR, flow_direction=1, accumulation=1)
+RT = pb.ReadingType(commodity=pb.COMMODITY_ELECTRICITY, kind=pb.MEASUREMENT_KIND_ACTIVE_ENERGY,
+                    unit=pb.UNIT_WATT_HOUR, flow_direction=pb.FLOW_DIRECTION_DELIVERED,
+                    accumulation=pb.ACCUMULATION_DELTA)
 
 
 def meter_id(i: int) -> str:
@@ -69,7 +78,7 @@ def client_process(target: str, payloads: list[bytes], result: multiprocessing.Q
             requests = [ing.StreamBatchesRequest.FromString(p) for p in payloads]
             t0 = time.perf_counter()
 
-            async def gen():  # type: ignore[no-untyped-def]
+            async def gen() -> AsyncIterator[ing.StreamBatchesRequest]:
                 for r in requests:
                     yield r
 
@@ -98,7 +107,7 @@ async def end_to_end(store: str, meters: int, days: int, per_batch: int) -> tupl
 
 def raw_baseline(store: str, meters: int, days: int, per_batch: int) -> float:
     """The same channel-day rows, written bare: one transaction per batch, no VEE."""
-    engine = open_engine(store) if "://" not in store else create_engine(store)
+    engine = open_engine(store, create=False)
     metadata.create_all(engine, tables=[interval_blocks])
     rng = np.random.default_rng(7)
     rows_all = []
@@ -116,51 +125,64 @@ def raw_baseline(store: str, meters: int, days: int, per_batch: int) -> float:
     return elapsed
 
 
-def postgres_store() -> tuple[str, str]:
+def postgres_store(base_url: str) -> tuple[str, str]:
+    """A fresh schema on the server, and a store URL whose connections use it."""
     schema = f"mh_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES_URL)
+    admin = create_engine(store_url(base_url))
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     admin.dispose()
-    return POSTGRES_URL + f"?options=-csearch_path%3D{schema}", schema
+    url = make_url(store_url(base_url)).update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False), schema
 
 
-def drop_schema(schema: str) -> None:
-    admin = create_engine(POSTGRES_URL)
+def drop_schema(base_url: str, schema: str) -> None:
+    admin = create_engine(store_url(base_url))
     with admin.begin() as conn:
         conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--meters", type=int, default=20_000)
-    parser.add_argument("--days", type=int, default=1)
-    parser.add_argument("--batch-meters", type=int, default=2_000, help="meter-days per batch")
-    parser.add_argument("--store", action="append", choices=["sqlite", "postgres"], default=None)
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--meters", type=int, default=20_000, help="meters (default 20,000)")
+    parser.add_argument("--days", type=int, default=1, help="days of 15-minute data per meter (default 1)")
+    parser.add_argument("--batch-meters", type=int, default=2_000, help="meter-days per batch (default 2,000)")
+    parser.add_argument("--store", action="append", choices=["sqlite", "postgres"], default=None,
+                        help="store to measure; repeat for both (default: sqlite and postgres)")
+    parser.add_argument("--sqlite-dir", type=Path, default=None,
+                        help="directory for the SQLite store files (default: a temporary directory)")
+    parser.add_argument("--postgres-url", default=POSTGRES_URL,
+                        help="PostgreSQL server URL (default: $MH_BENCH_POSTGRES_URL or %(default)s)")
     args = parser.parse_args()
     reads = args.meters * args.days * SLOTS
     print(f"ingest benchmark: {args.meters:,} meters x {args.days} day(s) x {SLOTS} intervals = {reads:,} reads, "
           f"{args.batch_meters:,} meter-days per batch")
     for kind in args.store or ["sqlite", "postgres"]:
-        with tempfile.TemporaryDirectory() as tmp:
+        if args.sqlite_dir is not None:
+            args.sqlite_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=args.sqlite_dir) as tmp:
             if kind == "sqlite":
                 e2e_store, raw_store, schemas = str(Path(tmp) / "e2e.sqlite"), str(Path(tmp) / "raw.sqlite"), []
+                where = f"SQLite files in {tmp}"
             else:
-                (e2e_store, s1), (raw_store, s2) = postgres_store(), postgres_store()
+                (e2e_store, s1), (raw_store, s2) = postgres_store(args.postgres_url), postgres_store(args.postgres_url)
                 schemas = [s1, s2]
+                where = f"PostgreSQL {make_url(store_url(args.postgres_url)).render_as_string(hide_password=True)}"
+            print(f"  {kind:<9} store: {where}", flush=True)
             try:
                 elapsed, stored = asyncio.run(end_to_end(e2e_store, args.meters, args.days, args.batch_meters))
                 assert stored == reads, f"stored {stored} of {reads}"
                 raw = raw_baseline(raw_store, args.meters, args.days, args.batch_meters)
             finally:
                 for schema in schemas:
-                    drop_schema(schema)
+                    drop_schema(args.postgres_url, schema)
         print(f"  {kind:<9} end-to-end (gRPC -> validate -> merge -> VEE -> commit): {reads / elapsed:>12,.0f} reads/s"
               f"  ({elapsed:.2f} s)")
         print(f"  {kind:<9} raw baseline ({'COPY' if kind == 'postgres' else 'executemany'} of the same rows):"
               f"    {reads / raw:>12,.0f} reads/s  ({raw:.2f} s)")
-        print(f"  {kind:<9} end-to-end / raw: {raw / elapsed:.2f}")
+        print(f"  {kind:<9} end-to-end / raw baseline: {raw / elapsed:.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 100 unit ids) through the adapter (read planning, decoding, interval building,
 batching) against a raw baseline: bare pymodbus read_holding_registers on the
 same connections. The simulator runs in a child process so the client side has
-a core to itself. Bounded runtime (``--seconds`` per measurement, default 8).
+a core to itself. Prints both polls/s and the ratio adapter / raw. Bounded
+runtime (``--seconds`` per measurement, default 8).
 
-    python bench/modbus.py [--servers 10] [--units 100] [--connections 4] [--seconds 8]
+    python -m bench.modbus [--servers 10] [--units 100] [--connections 4] [--seconds 8]
 """
 
 from __future__ import annotations
@@ -13,12 +14,8 @@ import argparse
 import asyncio
 import logging
 import multiprocessing
-import sys
 import time
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pymodbus.client import AsyncModbusTcpClient
 
@@ -118,11 +115,12 @@ async def adapter_rate(ports: list[int], units: int, connections: int, seconds: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--servers", type=int, default=10)
-    parser.add_argument("--units", type=int, default=100)
-    parser.add_argument("--connections", type=int, default=4, help="connections per server")
-    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each measurement")
+    parser = argparse.ArgumentParser(prog="python -m bench.modbus", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--servers", type=int, default=10, help="simulated Modbus TCP servers (default 10)")
+    parser.add_argument("--units", type=int, default=100, help="unit ids (meters) per server (default 100)")
+    parser.add_argument("--connections", type=int, default=4, help="connections per server (default 4)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each measurement (default 8)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -139,8 +137,8 @@ def main() -> None:
         raw = asyncio.run(raw_baseline(ports, args.units, args.connections, args.seconds))
         print(f"  raw pymodbus read_holding_registers : {raw:10.0f} polls/s")
         rate, intervals = asyncio.run(adapter_rate(ports, args.units, args.connections, args.seconds))
-        print(f"  adapter (decode + intervals + batch): {rate:10.0f} polls/s "
-              f"({rate / raw:.0%} of raw; {intervals} intervals submitted)")
+        print(f"  adapter (decode + intervals + batch): {rate:10.0f} polls/s ({intervals} intervals submitted)")
+        print(f"  adapter / raw baseline: {rate / raw:.2f}")
     finally:
         stop.set()
         server.join(timeout=10)
