@@ -592,17 +592,7 @@ def determinants_of(
     for _flow, c in by_flow:
         counts = counts + c
     completeness = Fraction(counts.present, counts.expected)
-    reasons = []
-    uncovered = int(np.count_nonzero(stitched.covered == 0))
-    if uncovered:
-        reasons.append(f"no meter installed for {uncovered} intervals")
-    if counts.missing:
-        reasons.append(f"incomplete: {counts.missing} of {counts.expected} channel-intervals missing")
-    if counts.suspect:
-        reasons.append(f"{counts.suspect} channel-intervals suspect")
-    unaccepted = counts.present - counts.suspect - counts.billing_valid
-    if unaccepted > 0:
-        reasons.append(f"{unaccepted} channel-intervals not validated or approved")
+    reasons = _not_billable_reasons(counts, int(np.count_nonzero(stitched.covered == 0)))
     return Determinants(
         service_point_id=service_point_id,
         tariff=tariff.name,
@@ -619,7 +609,7 @@ def determinants_of(
         counts_by_flow=by_flow,
         completeness=completeness,
         billable=not reasons,
-        not_billable_reasons=tuple(reasons),
+        not_billable_reasons=reasons,
     )
 
 
@@ -645,6 +635,10 @@ class CycleFailure:
     message: str
 
 
+# Service points computed together as one set of matrices.
+CYCLE_BATCH = 256
+
+
 def compute_cycle(
     service_points: Iterable[ServicePointData],
     period: BillingPeriod,
@@ -658,16 +652,215 @@ def compute_cycle(
     ``calendars`` maps tariff names to calendars (build each once: their
     caches make the whole cycle share one period timeline per tariff).
     A service point that fails yields a :class:`CycleFailure`; the cycle goes on.
+    Points are stitched one by one, then computed :data:`CYCLE_BATCH` at a
+    time as matrices (:func:`determinants_of_many`).
     """
     cpp = {name: frozenset(days) for name, days in (critical_peak_days or {}).items()}
+    batch: list[ServicePointData] = []
     for sp in service_points:
-        calendar = calendars.get(sp.tariff)
-        if calendar is None:
-            yield CycleFailure(sp.service_point_id, "UNKNOWN_TARIFF", f"tariff {sp.tariff!r} is not configured")
+        batch.append(sp)
+        if len(batch) >= CYCLE_BATCH:
+            yield from _cycle_batch(batch, period, calendars, cpp, policy)
+            batch = []
+    yield from _cycle_batch(batch, period, calendars, cpp, policy)
+
+
+def _cycle_batch(batch: Sequence[ServicePointData], period: BillingPeriod, calendars: Mapping[str, TariffCalendar],
+                 cpp: Mapping[str, frozenset[dt.date]], policy: BillingPolicy) -> list[Determinants | CycleFailure]:
+    results: list[Determinants | CycleFailure | None] = [None] * len(batch)
+    by_tariff: dict[str, list[tuple[int, str, Stitched]]] = {}
+    for i, sp in enumerate(batch):
+        if sp.tariff not in calendars:
+            results[i] = CycleFailure(sp.service_point_id, "UNKNOWN_TARIFF", f"tariff {sp.tariff!r} is not configured")
             continue
         try:
-            yield compute_determinants(sp.service_point_id, period, sp.segments, calendar,
-                                       net_metered=sp.net_metered, critical_peak_days=cpp.get(sp.tariff, ()),
-                                       policy=policy)
+            stitched = stitch(period, sp.segments, net_metered=sp.net_metered)
         except MeterhubError as exc:
-            yield CycleFailure(sp.service_point_id, exc.reason, exc.message)
+            results[i] = CycleFailure(sp.service_point_id, exc.reason, exc.message)
+            continue
+        by_tariff.setdefault(sp.tariff, []).append((i, sp.service_point_id, stitched))
+    for tariff, items in by_tariff.items():
+        computed = determinants_of_many([(sp_id, st) for _i, sp_id, st in items], calendars[tariff],
+                                        period=period, critical_peak_days=cpp.get(tariff, ()), policy=policy)
+        for (i, _sp_id, _st), result in zip(items, computed, strict=True):
+            results[i] = result
+    return [r for r in results if r is not None]
+
+
+def determinants_of_many(
+    items: Sequence[tuple[str, Stitched]],
+    calendar: TariffCalendar,
+    *,
+    period: BillingPeriod,
+    critical_peak_days: Collection[dt.date] = (),
+    policy: BillingPolicy = BillingPolicy(),
+) -> list[Determinants | CycleFailure]:
+    """:func:`determinants_of` for many service points of one tariff at once.
+
+    Points sharing a grid (interval, exponent, net-metering) are stacked into
+    [points, intervals] matrices: TOU energy is one matrix product, demand
+    and counts are reductions along the interval axis. The results equal
+    :func:`determinants_of` point by point (tests compare them).
+    """
+    out: list[Determinants | CycleFailure | None] = [None] * len(items)
+    groups: dict[tuple[int, int, int, int, bool], list[int]] = {}
+    for i, (_sp, st) in enumerate(items):
+        groups.setdefault((st.start, st.end, st.interval_seconds, st.exponent, st.received is not None), []).append(i)
+    for (start, end, interval, exponent, net), members in groups.items():
+        try:
+            group = _group_determinants([items[i] for i in members], calendar, start, end, interval, exponent,
+                                        net, period, critical_peak_days, policy)
+        except MeterhubError as exc:
+            group = [CycleFailure(items[i][0], exc.reason, exc.message) for i in members]
+        for i, result in zip(members, group, strict=True):
+            out[i] = result
+    return [r for r in out if r is not None]
+
+
+def _counts_rows(q: Int64Array, policy: BillingPolicy) -> list[IntervalCounts]:
+    """:func:`_counts` of each row of a [points, intervals] quality matrix."""
+    missing = (q & MISSING) != 0
+    present = ~missing
+    edited = present & ((q & EDITED) != 0)
+    estimated = present & ~edited & ((q & ESTIMATE_BITS) != 0)
+    suspect = present & ((q & SUSPECT) != 0)
+    accepted = (q & (VALIDATED | APPROVED)) != 0
+    if policy.estimates_billable:
+        accepted |= estimated
+    valid = present & ~suspect & accepted
+    n = q.shape[1]
+    cols = [np.count_nonzero(a, axis=1).tolist() for a in (missing, edited, estimated, suspect, valid)]
+    return [IntervalCounts(expected=n, actual=n - m - ed - es, estimated=es, edited=ed, missing=m, suspect=su,
+                           billing_valid=va)
+            for m, ed, es, su, va in zip(*cols, strict=True)]
+
+
+def _group_determinants(items: Sequence[tuple[str, Stitched]], calendar: TariffCalendar, start: int, end: int,
+                        interval: int, exponent: int, net: bool, period: BillingPeriod,
+                        critical_peak_days: Collection[dt.date],
+                        policy: BillingPolicy) -> list[Determinants | CycleFailure]:
+    tariff = calendar.tariff
+    weights = calendar.weights(start, end, interval, critical_peak_days)
+    unit = Fraction(10) ** exponent
+    seconds = end - start
+    dv = np.stack([st.delivered.values for _sp, st in items])
+    dq = np.stack([st.delivered.qualities for _sp, st in items])
+    rv = np.stack([st.received.values for _sp, st in items if st.received is not None]) if net else None
+    rq = np.stack([st.received.qualities for _sp, st in items if st.received is not None]) if net else None
+    peak = int(np.abs(dv).max()) if dv.size else 0
+    if rv is not None and rv.size:
+        peak = max(peak, int(np.abs(rv).max()))
+    if peak > _INT64_SAFE // max(seconds, 1):
+        # Exceptionally large counts: one by one, in Python integers.
+        return [determinants_of(sp, st, calendar, period=period, critical_peak_days=critical_peak_days,
+                                policy=policy) for sp, st in items]
+    delivered = (dv @ weights.seconds.T).tolist()
+    received = (rv @ weights.seconds.T).tolist() if rv is not None else None
+    total_d = dv.sum(axis=1).tolist()
+    total_r = rv.sum(axis=1).tolist() if rv is not None else None
+    demands = _demand_rows(dv, dq, start, interval, weights, tariff.demand, calendar, tariff.periods, exponent)
+    counts_d = _counts_rows(dq, policy)
+    counts_r = _counts_rows(rq, policy) if rq is not None else None
+    uncovered = np.count_nonzero(np.stack([st.covered for _sp, st in items]) == 0, axis=1).tolist()
+    zero_bucket = [0] * len(tariff.periods)
+    out: list[Determinants | CycleFailure] = []
+    for row, (sp, st) in enumerate(items):
+        r_sums = received[row] if received is not None else zero_bucket
+        buckets = tuple(TouBucket(name, Fraction(d, interval) * unit, Fraction(r, interval) * unit)
+                        for name, d, r in zip(tariff.periods, delivered[row], r_sums, strict=True))
+        by_flow: tuple[tuple[str, IntervalCounts], ...] = ((DELIVERED, counts_d[row]),)
+        if counts_r is not None:
+            by_flow = (*by_flow, (RECEIVED, counts_r[row]))
+        counts = IntervalCounts()
+        for _flow, c in by_flow:
+            counts = counts + c
+        max_demand, by_period = demands[row]
+        reasons = _not_billable_reasons(counts, uncovered[row])
+        out.append(Determinants(
+            service_point_id=sp,
+            tariff=tariff.name,
+            period=period,
+            meter_ids=tuple(dict.fromkeys(p.segment.meter_id for p in st.pieces)),
+            interval_seconds=interval,
+            net_metered=net,
+            buckets=buckets,
+            total_delivered_wh=total_d[row] * unit,
+            total_received_wh=total_r[row] * unit if total_r is not None else Fraction(0),
+            max_demand=max_demand,
+            max_demand_by_period=by_period,
+            counts=counts,
+            counts_by_flow=by_flow,
+            completeness=Fraction(counts.present, counts.expected),
+            billable=not reasons,
+            not_billable_reasons=reasons,
+        ))
+    return out
+
+
+def _not_billable_reasons(counts: IntervalCounts, uncovered: int) -> tuple[str, ...]:
+    reasons = []
+    if uncovered:
+        reasons.append(f"no meter installed for {uncovered} intervals")
+    if counts.missing:
+        reasons.append(f"incomplete: {counts.missing} of {counts.expected} channel-intervals missing")
+    if counts.suspect:
+        reasons.append(f"{counts.suspect} channel-intervals suspect")
+    unaccepted = counts.present - counts.suspect - counts.billing_valid
+    if unaccepted > 0:
+        reasons.append(f"{unaccepted} channel-intervals not validated or approved")
+    return tuple(reasons)
+
+
+def _demand_rows(values: Int64Array, qualities: Int64Array, start: int, interval: int, weights: PeriodWeights,
+                 rule: DemandRule, calendar: TariffCalendar, periods: Sequence[str],
+                 exponent: int) -> list[tuple[Demand | None, tuple[Demand, ...]]]:
+    """:func:`_demand` of each row of a [points, intervals] matrix."""
+    window = rule.window_seconds
+    if window % interval:
+        raise UnsupportedIntervalData(f"demand window {window // 60} min is not a whole number of "
+                                      f"{interval} s intervals")
+    span = window // interval
+    rows, n = values.shape
+    if n < span:
+        return [(None, ())] * rows
+    missing = ((qualities & MISSING) != 0).astype(np.int64)
+    if span == 1:
+        sums, bad = values, missing != 0
+        method = f"{window // 60}min"
+    else:
+        zero = np.zeros((rows, 1), dtype=np.int64)
+        c = np.concatenate((zero, np.cumsum(values, axis=1)), axis=1)
+        m = np.concatenate((zero, np.cumsum(missing, axis=1)), axis=1)
+        sums, bad = c[:, span:] - c[:, :-span], (m[:, span:] - m[:, :-span]) > 0
+        kind = "rolling" if rule.rolling else "block"
+        method = f"{kind} {window // 60}min over {interval // 60}min"
+    last = np.arange(span - 1, n, dtype=np.int64)
+    valid = ~bad
+    if span > 1 and not rule.rolling:
+        valid &= (((start + (last + 1) * interval) % window) == 0)[None, :]
+    floor = np.iinfo(np.int64).min
+    masked = np.where(valid, sums, floor)
+    window_period = weights.at_end[last]
+    scale = Fraction(3600, window) * Fraction(10) ** exponent
+    overall = np.argmax(masked, axis=1).tolist()
+    any_valid = valid.any(axis=1).tolist()
+    per_period = []
+    for p in range(len(periods)):
+        in_p = np.where((window_period == p)[None, :], masked, floor)
+        j = np.argmax(in_p, axis=1)
+        per_period.append((j.tolist(), (in_p[np.arange(rows), j] != floor).tolist()))
+
+    def demand_at(row: int, j: int) -> Demand:
+        end = start + (int(last[j]) + 1) * interval
+        utc = utc_datetime(end)
+        return Demand(int(sums[row, j]) * scale, utc, utc.astimezone(calendar.zone), periods[int(window_period[j])],
+                      method)
+
+    out: list[tuple[Demand | None, tuple[Demand, ...]]] = []
+    for row in range(rows):
+        if not any_valid[row]:
+            out.append((None, ()))
+            continue
+        by_period = tuple(demand_at(row, js[row]) for js, found in per_period if found[row])
+        out.append((demand_at(row, overall[row]), by_period))
+    return out

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Connection, Engine, and_, or_, select
+from sqlalchemy import Connection, Engine, bindparam, select, text
 
 from gateway.billing.calendar import TariffCalendar
 from gateway.billing.config import SECONDS_PER_DAY
@@ -83,34 +83,59 @@ def critical_peak_dates(conn: Connection, tariff: str) -> frozenset[dt.date]:
                      for r in conn.execute(select(cpe.c.event_date).where(cpe.c.tariff == tariff)))
 
 
+_ENERGY = {"kind": int(pb.MEASUREMENT_KIND_ACTIVE_ENERGY), "unit": int(pb.UNIT_WATT_HOUR),
+           "accumulation": int(pb.ACCUMULATION_DELTA), "flows": list(_FLOWS)}
+# Plain SQL built once: on a one-point request, composing select() objects
+# costs more than running the queries.
+_POINTS = text("SELECT service_point_id, tariff, net_metered FROM service_points "
+               "WHERE service_point_id IN :ids").bindparams(bindparam("ids", expanding=True))
+_INSTALLS = text(
+    "SELECT mi.service_point_id, mi.meter_id, mi.install_time_us, mi.remove_time_us, mi.start_read_wh, "
+    "mi.final_read_wh, c.id, c.flow_direction, c.interval_seconds, c.power_of_ten_multiplier "
+    "FROM meter_installs mi LEFT JOIN meters m ON m.meter_id = mi.meter_id "
+    "LEFT JOIN channels c ON c.meter_pk = m.id AND c.kind = :kind AND c.unit = :unit "
+    "AND c.accumulation = :accumulation AND c.interval_seconds > 0 AND c.flow_direction IN :flows "
+    "WHERE mi.service_point_id IN :ids AND mi.install_time_us < :end_us "
+    "AND (mi.remove_time_us = 0 OR mi.remove_time_us > :start_us) "
+    "ORDER BY mi.service_point_id, mi.install_time_us, c.flow_direction, c.interval_seconds, c.id"
+).bindparams(bindparam("ids", expanding=True), bindparam("flows", expanding=True))
+_BLOCKS = text(
+    'SELECT channel_id, day, "values", qualities FROM interval_blocks '
+    "WHERE channel_id IN :ids AND day >= :first_day AND day <= :last_day ORDER BY channel_id, day"
+).bindparams(bindparam("ids", expanding=True))
+
+
 def load_service_points(conn: Connection, ids: Sequence[str], period: BillingPeriod, *,
                         tariff_override: str = "") -> list[ServicePointData | UnknownServicePoint]:
     """One entry per id, in order: the data of the service point, or why there is none."""
-    sp = s.service_points
-    points = {r.service_point_id: r for r in conn.execute(
-        select(sp.c.service_point_id, sp.c.tariff, sp.c.net_metered).where(sp.c.service_point_id.in_(list(ids))))}
+    points = {r[0]: r for r in conn.execute(_POINTS, {"ids": list(ids)})}
     start_us, end_us = period.start_s * 1_000_000, period.end_s * 1_000_000
-    mi = s.meter_installs
-    installs = conn.execute(
-        select(mi.c.service_point_id, mi.c.meter_id, mi.c.install_time_us, mi.c.remove_time_us,
-               mi.c.start_read_wh, mi.c.final_read_wh)
-        .where(mi.c.service_point_id.in_(list(points)), mi.c.install_time_us < end_us,
-               or_(mi.c.remove_time_us == 0, mi.c.remove_time_us > start_us))
-        .order_by(mi.c.service_point_id, mi.c.install_time_us)).all()
-    meter_ids = sorted({r.meter_id for r in installs})
-    channels = _energy_channels(conn, meter_ids)
+    installs: dict[tuple[str, str, int], tuple[int, int, int]] = {}  # (sp, meter, install) -> remove, reads
+    channels: dict[tuple[str, str, int], list[_Channel]] = defaultdict(list)
+    seen: set[tuple[str, str, int, int]] = set()
+    if points:
+        params = {"ids": list(points), "end_us": end_us, "start_us": start_us, **_ENERGY}
+        for (sp_id, meter_id, install_us, remove_us, start_read, final_read, cid, flow, interval,
+             exponent) in conn.execute(_INSTALLS, params):
+            key = (sp_id, meter_id, install_us)
+            installs[key] = (remove_us, start_read, final_read)
+            # One channel per flow: the finest interval where a meter has several.
+            if cid is not None and (*key, flow) not in seen:
+                seen.add((*key, flow))
+                channels[key].append(_Channel(cid, meter_id, _FLOWS[flow], interval, exponent))
     first_day, last_day = period.start_s // SECONDS_PER_DAY, (period.end_s - 1) // SECONDS_PER_DAY
-    days = _channel_days(conn, [c for cs in channels.values() for c in cs], first_day, last_day)
+    unique = list({c.channel_id: c for cs in channels.values() for c in cs}.values())
+    days = _channel_days(conn, unique, first_day, last_day)
 
     segments: dict[str, list[MeterSegment]] = defaultdict(list)
-    for r in installs:
-        by_flow = {c.flow: days[c.channel_id] for c in channels.get(r.meter_id, ())}
-        segments[r.service_point_id].append(MeterSegment(
-            meter_id=r.meter_id,
-            install_time=utc_datetime(r.install_time_us // 1_000_000),
-            remove_time=utc_datetime(r.remove_time_us // 1_000_000) if r.remove_time_us else None,
+    for (sp_id, meter_id, install_us), (remove_us, start_read, final_read) in installs.items():
+        by_flow = {c.flow: days[c.channel_id] for c in channels.get((sp_id, meter_id, install_us), ())}
+        segments[sp_id].append(MeterSegment(
+            meter_id=meter_id,
+            install_time=utc_datetime(install_us // 1_000_000),
+            remove_time=utc_datetime(remove_us // 1_000_000) if remove_us else None,
             delivered=by_flow.get("delivered"), received=by_flow.get("received"), net=by_flow.get("net"),
-            start_read_wh=r.start_read_wh or None, final_read_wh=r.final_read_wh or None))
+            start_read_wh=start_read or None, final_read_wh=final_read or None))
     out: list[ServicePointData | UnknownServicePoint] = []
     for sp_id in ids:
         point = points.get(sp_id)
@@ -118,33 +143,8 @@ def load_service_points(conn: Connection, ids: Sequence[str], period: BillingPer
             out.append(UnknownServicePoint(f"service point {sp_id!r} does not exist",
                                            metadata={"service_point_id": sp_id}))
             continue
-        out.append(ServicePointData(sp_id, tariff_override or point.tariff, tuple(segments.get(sp_id, ())),
-                                    bool(point.net_metered)))
-    return out
-
-
-def _energy_channels(conn: Connection, meter_ids: Sequence[str]) -> dict[str, list[_Channel]]:
-    """Per meter, one interval channel of active energy in Wh per flow: the
-    finest interval where a meter has several."""
-    if not meter_ids:
-        return {}
-    c, m = s.channels, s.meters
-    rows = conn.execute(
-        select(c.c.id, m.c.meter_id, c.c.flow_direction, c.c.interval_seconds, c.c.power_of_ten_multiplier)
-        .join(m, m.c.id == c.c.meter_pk)
-        .where(m.c.meter_id.in_(list(meter_ids)),
-               and_(c.c.kind == pb.MEASUREMENT_KIND_ACTIVE_ENERGY, c.c.unit == pb.UNIT_WATT_HOUR,
-                    c.c.accumulation == pb.ACCUMULATION_DELTA, c.c.interval_seconds > 0,
-                    c.c.flow_direction.in_(list(_FLOWS))))
-        .order_by(m.c.meter_id, c.c.flow_direction, c.c.interval_seconds, c.c.id)).all()
-    out: dict[str, list[_Channel]] = defaultdict(list)
-    seen: set[tuple[str, int]] = set()
-    for r in rows:
-        if (r.meter_id, r.flow_direction) in seen:
-            continue
-        seen.add((r.meter_id, r.flow_direction))
-        out[r.meter_id].append(_Channel(r.id, r.meter_id, _FLOWS[r.flow_direction], r.interval_seconds,
-                                        r.power_of_ten_multiplier))
+        out.append(ServicePointData(sp_id, tariff_override or point[1], tuple(segments.get(sp_id, ())),
+                                    bool(point[2])))
     return out
 
 
@@ -153,12 +153,9 @@ def _channel_days(conn: Connection, channels: Sequence[_Channel], first_day: int
     """The stored rows of each channel over [first_day, last_day], as arrays."""
     if not channels:
         return {}
-    b = s.interval_blocks
     rows: dict[int, tuple[list[int], list[bytes], list[bytes]]] = {c.channel_id: ([], [], []) for c in channels}
-    for cid, day, values, qualities in conn.execute(
-            select(b.c.channel_id, b.c.day, b.c["values"], b.c.qualities)
-            .where(b.c.channel_id.in_(list(rows)), b.c.day >= first_day, b.c.day <= last_day)
-            .order_by(b.c.channel_id, b.c.day)):
+    result = conn.execute(_BLOCKS, {"ids": list(rows), "first_day": first_day, "last_day": last_day})
+    for cid, day, values, qualities in result:
         d, v, q = rows[cid]
         d.append(day)
         v.append(values)
