@@ -444,8 +444,9 @@ class BillingSettings:
     """
 
     tariffs: Mapping[str, Tariff]
-    # An estimate the hub made counts as billing-valid without approval.
-    estimates_billable: bool = False
+    # An estimate VEE made counts as billing-valid without approval (the
+    # point of estimation); false holds such periods until an operator approves.
+    estimates_billable: bool = True
 
 
 BUNDLED_TARIFFS = ("residential_tou", "commercial_demand")
@@ -487,7 +488,7 @@ def parse_billing_settings(table: Mapping[str, Any], base_dir: Path | None = Non
         except ConfigError as exc:
             raise ConfigError(f"billing.tariffs.{name}: {exc.message}",
                               metadata={"key": f"billing.tariffs.{name}.{exc.metadata.get('key', '')}"}) from exc
-    estimates = table.get("estimates_billable", False)
+    estimates = table.get("estimates_billable", True)
     if not isinstance(estimates, bool):
         raise ConfigError(f"billing.estimates_billable must be true or false, got {estimates!r}",
                           metadata={"key": "billing.estimates_billable"})

@@ -243,6 +243,8 @@ async def test_net_metered_point_with_an_estimated_gap(hub: Hub) -> None:
     assert (d.counts.expected, d.counts.estimated, d.counts.missing) == (2 * INTERVALS, len(GAP), 0)
     assert d.counts.actual == 2 * INTERVALS - len(GAP)
     assert d.completeness_ppm == 1_000_000
+    # VEE's estimates are billable by default ([billing] estimates_billable).
+    assert d.billable, list(d.not_billable_reasons)
 
 
 async def test_critical_peak_events_move_energy_into_the_critical_period(hub: Hub) -> None:
