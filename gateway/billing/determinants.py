@@ -234,11 +234,22 @@ class Stitched:
 
 def gather_channel(channel: ChannelDays, start: int, lo: int, hi: int, interval: int, scale: int) -> tuple[
         Int64Array, Int64Array]:
+    if len(channel.days) == 0:
+        return np.zeros(hi - lo, dtype=np.int64), np.full(hi - lo, MISSING, dtype=np.int64)
+    first = start + interval * lo
+    slots = SECONDS_PER_DAY // interval
+    offset = (first // SECONDS_PER_DAY - int(channel.days[0])) * slots + (first % SECONDS_PER_DAY) // interval
+    days = channel.days
+    if offset >= 0 and offset + (hi - lo) <= len(days) * slots and int(days[-1]) - int(days[0]) == len(days) - 1:
+        # Contiguous days (the usual case): one slice of the flattened rows.
+        q = channel.qualities.reshape(-1)[offset:offset + hi - lo]
+        v = np.where((q & MISSING) == 0, channel.values.reshape(-1)[offset:offset + hi - lo], 0)
+        if scale != 1:
+            v = v * scale
+        return v.astype(np.int64, copy=False), q.astype(np.int64, copy=True)
     starts = start + interval * np.arange(lo, hi, dtype=np.int64)
     day = starts // SECONDS_PER_DAY
     slot = (starts % SECONDS_PER_DAY) // interval
-    if len(channel.days) == 0:
-        return np.zeros(hi - lo, dtype=np.int64), np.full(hi - lo, MISSING, dtype=np.int64)
     row = np.minimum(np.searchsorted(channel.days, day), len(channel.days) - 1)
     have = channel.days[row] == day
     q = np.where(have, channel.qualities[row, slot], MISSING)

@@ -1,5 +1,4 @@
-"""The examples in README.md are real: the MQTT JSON payload decodes, the
-shipped tariffs and hub.toml parse."""
+"""The examples in README.md are real: the MQTT JSON payload decodes as documented."""
 
 from __future__ import annotations
 
