@@ -35,7 +35,13 @@ from paho.mqtt.properties import Properties
 
 from adapters.mqtt.acks import InOrderAcks
 from adapters.mqtt.config import MqttConfig
-from adapters.mqtt.errors import MqttConnectionError, MqttError, MqttPayloadError, MqttSubscribeRefused
+from adapters.mqtt.errors import (
+    MqttConnectionError,
+    MqttError,
+    MqttPayloadError,
+    MqttSubscribeRefused,
+    PayloadTooLarge,
+)
 from adapters.mqtt.normalize import dead_letter_content_type, decode_payload
 from adapters.port import IngestPort
 from gateway.errors import IngestRejected
@@ -43,6 +49,9 @@ from gateway.errors import IngestRejected
 logger = logging.getLogger(__name__)
 
 QOS = 1
+# An oversized payload is dead-lettered as an excerpt this long at most (the
+# reason gives the full size): the evidence, not the flood.
+MAX_DEAD_LETTER_EXCERPT = 1024 * 1024
 
 
 class StoreFailure(MqttError):
@@ -219,6 +228,11 @@ class MqttAdapter:
         try:
             batch = decode_payload(payload, content_type=content_type, payload_format=self.config.payload_format,
                                    max_bytes=self.config.max_payload_bytes)
+        except PayloadTooLarge as exc:
+            kept = payload[:min(self.config.max_payload_bytes, MAX_DEAD_LETTER_EXCERPT)]
+            await self._dead_letter(kept, exc.reason, f"{exc.message}; first {len(kept)} bytes kept (topic {topic})",
+                                    content_type)
+            return
         except MqttPayloadError as exc:
             await self._dead_letter(payload, exc.reason, f"{exc.message} (topic {topic})", content_type)
             return
