@@ -82,8 +82,9 @@ def iterparse(source: IO[bytes], *, tags: tuple[str, ...] | None = None,
     """Streaming parse of a file-like object with the hardened options.
 
     The DOCTYPE check runs at the first event (a DOCTYPE always precedes the
-    root element, so nothing of the body has been looked at yet). Syntax
-    errors surface as MalformedXml with libxml2's line and column.
+    root element, so nothing of the body has been looked at yet), or at the
+    end when ``tags`` filtered out every element. Syntax errors surface as
+    MalformedXml with libxml2's line and column.
     """
     kwargs: dict[str, Any] = dict(PARSER_OPTIONS)
     kwargs.pop("remove_comments")
@@ -101,6 +102,9 @@ def iterparse(source: IO[bytes], *, tags: tuple[str, ...] | None = None,
                 raise ForbiddenXml(f"entity reference inside <{etree.QName(element).localname}>; "
                                    "entities are not accepted")
             yield event, element
+        if first and context.root is not None:
+            # No element matched ``tags``: the document still must not carry a DTD.
+            _reject_dtd(context.root)
     except etree.XMLSyntaxError as exc:
         if first and DOCTYPE in peeking.head:
             raise ForbiddenXml(DTD_REFUSED) from exc

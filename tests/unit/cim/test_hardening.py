@@ -13,7 +13,7 @@ from adapters.cim.errors import CimError, DocumentTooLarge, ForbiddenXml, HttpPr
 from adapters.cim.http11 import NEED_DATA, HeadTooLarge, HttpConnection, HttpRequest, HttpResponse, Role
 from adapters.cim.normalize import MappingOptions, MeterReadingMapper
 from adapters.cim.reader import read_message
-from adapters.cim.xmlsafe import parse_document
+from adapters.cim.xmlsafe import iterparse, parse_document
 
 XXE = b"""<?xml version="1.0"?>
 <!DOCTYPE EventMessage [<!ENTITY secret SYSTEM "file:///etc/passwd">]>
@@ -139,3 +139,10 @@ def test_http_garbage_ends_in_protocol_error(chunks: list[bytes], role: Role) ->
                     break
     except HttpProtocolError:
         pass
+
+
+def test_doctype_is_refused_even_when_no_element_matches_the_tags() -> None:
+    # The check used to run only at the first yielded event, which a tag filter can suppress.
+    bare = b'<?xml version="1.0"?><!DOCTYPE m [<!ENTITY s SYSTEM "file:///etc/passwd">]><m>&s;</m>'
+    with pytest.raises(ForbiddenXml, match="DTDs and entity declarations are not accepted"):
+        list(iterparse(io.BytesIO(bare), tags=("EventMessage",)))
