@@ -35,6 +35,7 @@ from adapters.c1222.codec import (
     Wait,
 )
 from adapters.c1222.errors import (
+    C1222ConnectionError,
     C1222Error,
     DataLocked,
     InappropriateActionRequested,
@@ -52,6 +53,8 @@ from simulators.c1222.meter import MeterSpec, SimulatedMeter, meter_ap_title
 logger = logging.getLogger(__name__)
 
 RELAY_AP_TITLE = ApTitle((7, 0), relative=True)
+# A connection that sends nothing for this long is closed (a stalled or half-sent APDU).
+IDLE_TIMEOUT_SECONDS = 120.0
 
 
 @dataclass
@@ -64,6 +67,7 @@ class FleetConfig:
     # Largest table data one read may return; bigger requests get RSTL.
     max_response_data: int = 4096
     first_number: int = 1
+    idle_timeout_seconds: float = IDLE_TIMEOUT_SECONDS
 
 
 @dataclass
@@ -123,7 +127,8 @@ class FleetServer:
             while True:
                 event = session.next_event()
                 if event is NEED_DATA:
-                    session.receive_data(await reader.read(65536))
+                    session.receive_data(await asyncio.wait_for(reader.read(65536),
+                                                                self.config.idle_timeout_seconds))
                     continue
                 if isinstance(event, ConnectionClosed):
                     break
@@ -136,7 +141,10 @@ class FleetServer:
                     break
         except C1222Error as exc:
             logger.warning("C12.22 simulator: dropping connection: %s", exc.message)
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except TimeoutError:
+            logger.info("C12.22 simulator: nothing received for %.0f s; closing", self.config.idle_timeout_seconds)
+        except (C1222ConnectionError, ConnectionError, asyncio.IncompleteReadError):
+            # C1222ConnectionError: the peer closed in the middle of an APDU.
             logger.debug("C12.22 simulator: peer went away")
         finally:
             writer.close()
