@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.logging import Log as PymodbusLog
 
 from adapters.modbus.errors import (
     ModbusDisconnected,
@@ -26,6 +27,16 @@ logger = logging.getLogger(__name__)
 
 # Slack on top of pymodbus' own timeout before we give up on a request ourselves.
 _GUARD_SECONDS = 0.5
+
+
+def _stop_pymodbus_frame_dumps() -> None:
+    """pymodbus keeps the last 20 chunks it received (up to 256 KiB each, every connection
+    of the process) and hex-dumps them into each ERROR it logs, such as every request
+    timeout: a peer streaming garbage turns one timeout into a log line of tens of MB and
+    a second of blocked event loop. Our errors carry the reason; hex dumps belong at DEBUG,
+    where pymodbus still logs every frame when its logger is set so."""
+    PymodbusLog.MAX_FRAMES = 0
+    PymodbusLog.frame_dump.clear()
 
 
 @contextmanager
@@ -63,6 +74,7 @@ class ModbusConnection:
         self._down_until = 0.0
         self._next_backoff = backoff_seconds
         self._where = f"{host}:{port}"
+        _stop_pymodbus_frame_dumps()
 
     async def _connected(self) -> AsyncModbusTcpClient:
         if self._client is not None and self._client.connected:
@@ -102,6 +114,10 @@ class ModbusConnection:
         if response.isError():
             code = int(getattr(response, "exception_code", 0))
             raise exception_for_code(code, f"{where}: exception response {code}")
+        function = getattr(response, "function_code", read.function.value)
+        if function != read.function.value:
+            # pymodbus matches a response by transaction id only: another function's registers.
+            raise ModbusProtocolError(f"{where}: answered with function {function}")
         registers = list(getattr(response, "registers", []))
         if len(registers) != read.count:
             raise ModbusProtocolError(f"{where}: {len(registers)} registers in the response")
