@@ -22,6 +22,16 @@ from store.exceptions import NewException
 SECONDS_PER_DAY = 86_400
 # A block longer than a year of 1-minute data is not a meter read, it is a mistake.
 MAX_VALUES_PER_BLOCK = 527_040
+# Channel-days are grouped by the key channel_id * DAY_KEY_SPAN + day (days since
+# 1970-01-01 UTC), so an interval must start on a day in [0, DAY_KEY_SPAN): a day
+# outside would fold into another channel's key (another meter's data).
+DAY_KEY_SPAN = 1_000_000
+LATEST_START_SECONDS = DAY_KEY_SPAN * SECONDS_PER_DAY - 1
+LATEST_START = "4707-11-28T23:59:59Z"  # LATEST_START_SECONDS as RFC 3339
+# Text columns of store/schema.py that a batch fills: longer values are refused
+# here, since PostgreSQL would fail the whole transaction on them.
+MAX_CODE_CHARS = 64  # channels.cim_code, channels.device_channel, meter_events.cim_code
+MAX_IDEMPOTENCY_KEY_CHARS = 256  # ingested_batches.idempotency_key
 MAX_POWER_OF_TEN = 18
 INT64_MAX = np.iinfo(np.int64).max
 
@@ -70,6 +80,9 @@ def validate_reading_type(rt: pb.ReadingType, where: str) -> None:
         raise IngestRejected(
             f"{where}: reading_type.power_of_ten_multiplier {rt.power_of_ten_multiplier} is out of range"
         )
+    for name in ("cim_code", "device_channel"):
+        if len(getattr(rt, name)) > MAX_CODE_CHARS:
+            raise IngestRejected(f"{where}: reading_type.{name} is longer than {MAX_CODE_CHARS} characters")
 
 
 def parse_interval_blocks(batch: pb.ReadingBatch) -> ParsedBlocks:
@@ -109,6 +122,9 @@ def parse_interval_blocks(batch: pb.ReadingBatch) -> ParsedBlocks:
             )
         validate_reading_type(block.reading_type, where)
         first_start = ts.seconds - interval
+        if first_start < 0 or first_start + interval * (n - 1) > LATEST_START_SECONDS:
+            raise _reject(f"{where}: intervals from first end {ts.ToJsonString()} fall outside the storable "
+                          f"range: they must start from 1970-01-01T00:00:00Z to {LATEST_START}", index, block)
         refs.append(ChannelRef(block.meter_id, reading_type_key(block.reading_type), interval))
         rts.append(block.reading_type)
         applied.append(block.meter_multiplier_applied)
@@ -209,7 +225,7 @@ def group_channel_days(parsed: ParsedBlocks, channel_ids: Int64Array) -> list[Ch
         chan = channel_ids[parsed.block_of_read[sel]]
         day = starts // SECONDS_PER_DAY
         slot = (starts % SECONDS_PER_DAY) // interval
-        key = chan * 1_000_000 + day
+        key = chan * DAY_KEY_SPAN + day
         uniq, row = np.unique(key, return_inverse=True)
         slots = SECONDS_PER_DAY // int(interval)
         values = np.zeros((len(uniq), slots), dtype=np.int64)
@@ -219,7 +235,7 @@ def group_channel_days(parsed: ParsedBlocks, channel_ids: Int64Array) -> list[Ch
         values[row, slot] = parsed.values[sel]
         qualities[row, slot] = parsed.qualities[sel]
         present[row, slot] = (parsed.qualities[sel] & MISSING) == 0
-        out.append(ChannelDays(int(interval), uniq // 1_000_000, uniq % 1_000_000, values, qualities, present))
+        out.append(ChannelDays(int(interval), uniq // DAY_KEY_SPAN, uniq % DAY_KEY_SPAN, values, qualities, present))
     return out
 
 

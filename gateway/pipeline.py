@@ -370,6 +370,8 @@ def _ts_us(ts: object) -> int:
 
 
 def _validate_scalars(batch: pb.ReadingBatch) -> None:
+    if len(batch.idempotency_key) > ingest.MAX_IDEMPOTENCY_KEY_CHARS:
+        raise IngestRejected(f"idempotency_key is longer than {ingest.MAX_IDEMPOTENCY_KEY_CHARS} characters")
     for i, rr in enumerate(batch.register_reads):
         if not rr.meter_id:
             raise IngestRejected(f"register_reads[{i}]: meter_id is empty")
@@ -383,6 +385,9 @@ def _validate_scalars(batch: pb.ReadingBatch) -> None:
             raise IngestRejected(f"meter_events[{i}] (meter {ev.meter_id!r}): event_time is missing")
         if ev.type == pb.METER_EVENT_TYPE_UNSPECIFIED:
             raise IngestRejected(f"meter_events[{i}] (meter {ev.meter_id!r}): type is unspecified")
+        if len(ev.cim_code) > ingest.MAX_CODE_CHARS:
+            raise IngestRejected(f"meter_events[{i}] (meter {ev.meter_id!r}): cim_code is longer than "
+                                 f"{ingest.MAX_CODE_CHARS} characters")
 
 
 def _is_retryable(exc: DBAPIError) -> bool:

@@ -18,6 +18,7 @@ from store.bulk import bulk_insert
 Int64Array = npt.NDArray[np.int64]
 # SQLite allows 32766 bound parameters; stay well below for tuple IN lists.
 _KEY_CHUNK = 4000
+DEAD_LETTER_CONTENT_TYPE_CHARS = 128  # dead_letters.content_type
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,9 +458,12 @@ def record_batch(conn: Connection, key: str, head_end: str, outcome: dict[str, i
 
 def add_dead_letter(conn: Connection, *, head_end: str, adapter_type: str, receive_time_us: int,
                     reason_code: str, reason: str, content_type: str, payload: bytes) -> int:
+    # The content type may come from the sender (an MQTT 5 property, an HTTP header): clip it
+    # to its column, since a dead letter must not fail for its label (PostgreSQL would refuse it).
     result = conn.execute(s.dead_letters.insert().values(
         head_end=head_end, adapter_type=adapter_type, receive_time_us=receive_time_us,
-        reason_code=reason_code, reason=reason, content_type=content_type, payload=payload))
+        reason_code=reason_code, reason=reason, content_type=content_type[:DEAD_LETTER_CONTENT_TYPE_CHARS],
+        payload=payload))
     bump_source(conn, head_end, adapter_type, dead_letters=1)
     return int(result.inserted_primary_key[0])  # type: ignore[index]
 

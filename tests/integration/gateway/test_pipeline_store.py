@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
@@ -167,6 +167,34 @@ async def test_malformed_blocks_are_rejected_with_the_reason(pipeline: IngestPip
         with pytest.raises(IngestRejected) as err:
             await pipeline.submit(batch(block))
         assert message in err.value.message
+
+
+@pytest.mark.parametrize("first_end", [DAY.replace(year=1969) + timedelta(minutes=15),
+                                       DAY.replace(year=9999) + timedelta(minutes=15)], ids=["1969", "9999"])
+async def test_intervals_outside_the_storable_days_are_rejected(pipeline: IngestPipeline, engine: Engine,
+                                                                first_end: datetime) -> None:
+    await pipeline.submit(batch(interval_block("M1", DAY + timedelta(minutes=15), [5] * 4)))
+    # Channel-days are keyed channel * 10^6 + day: a day outside [0, 10^6) used to land in another
+    # channel (here M1's), or fail the commit as if the store were down.
+    with pytest.raises(IngestRejected, match="fall outside the storable range"):
+        await pipeline.submit(batch(interval_block("M2", first_end, [6] * 4)))
+    assert count(engine, s.interval_blocks) == 1
+
+
+async def test_text_longer_than_its_column_is_rejected_on_every_dialect(pipeline: IngestPipeline) -> None:
+    long_code = pb.ReadingType()
+    long_code.CopyFrom(KWH_DELIVERED)
+    long_code.device_channel = "x" * 65
+    event = pb.MeterEvent(meter_id="M1", type=pb.METER_EVENT_TYPE_TAMPER, cim_code="3" * 65)
+    event.event_time.FromDatetime(DAY)
+    for bad, message in [
+        (batch(interval_block("M1", DAY + timedelta(minutes=15), [1]), key="k" * 257), "idempotency_key is longer"),
+        (batch(interval_block("M1", DAY + timedelta(minutes=15), [1], reading_type=long_code)),
+         "device_channel is longer than 64"),
+        (pb.ReadingBatch(meter_events=[event]), "cim_code is longer than 64"),
+    ]:
+        with pytest.raises(IngestRejected, match=message):
+            await pipeline.submit(bad)
 
 
 async def test_registers_and_events_are_idempotent(pipeline: IngestPipeline, engine: Engine) -> None:
