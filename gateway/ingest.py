@@ -32,6 +32,8 @@ LATEST_START = "4707-11-28T23:59:59Z"  # LATEST_START_SECONDS as RFC 3339
 # here, since PostgreSQL would fail the whole transaction on them.
 MAX_CODE_CHARS = 64  # channels.cim_code, channels.device_channel, meter_events.cim_code
 MAX_IDEMPOTENCY_KEY_CHARS = 256  # ingested_batches.idempotency_key
+MAX_HEAD_END_CHARS = 128  # interval_blocks.head_end, source_stats.head_end, ...
+MAX_ADAPTER_TYPE_CHARS = 64  # source_stats.adapter_type
 MAX_POWER_OF_TEN = 18
 INT64_MAX = np.iinfo(np.int64).max
 

@@ -372,6 +372,10 @@ def _ts_us(ts: object) -> int:
 def _validate_scalars(batch: pb.ReadingBatch) -> None:
     if len(batch.idempotency_key) > ingest.MAX_IDEMPOTENCY_KEY_CHARS:
         raise IngestRejected(f"idempotency_key is longer than {ingest.MAX_IDEMPOTENCY_KEY_CHARS} characters")
+    if len(batch.source.head_end) > ingest.MAX_HEAD_END_CHARS:
+        raise IngestRejected(f"source.head_end is longer than {ingest.MAX_HEAD_END_CHARS} characters")
+    if len(batch.source.adapter_type) > ingest.MAX_ADAPTER_TYPE_CHARS:
+        raise IngestRejected(f"source.adapter_type is longer than {ingest.MAX_ADAPTER_TYPE_CHARS} characters")
     for i, rr in enumerate(batch.register_reads):
         if not rr.meter_id:
             raise IngestRejected(f"register_reads[{i}]: meter_id is empty")

@@ -192,6 +192,8 @@ async def test_text_longer_than_its_column_is_rejected_on_every_dialect(pipeline
         (batch(interval_block("M1", DAY + timedelta(minutes=15), [1], reading_type=long_code)),
          "device_channel is longer than 64"),
         (pb.ReadingBatch(meter_events=[event]), "cim_code is longer than 64"),
+        (batch(interval_block("M1", DAY + timedelta(minutes=15), [1]), head_end="h" * 129),
+         "source.head_end is longer than 128"),
     ]:
         with pytest.raises(IngestRejected, match=message):
             await pipeline.submit(bad)
