@@ -82,6 +82,16 @@ class MisalignedInterval(IngestRejected):
     reason = "MISALIGNED_INTERVAL"
 
 
+class IngestFailed(IngestRejected):
+    """A batch the writer failed on for a reason that retrying cannot change
+    (data the store refuses, or a defect triggered by this batch's content).
+    It is refused like a malformed batch, so sources dead-letter it instead of
+    redelivering it forever in front of every later batch."""
+
+    status = StatusCode.INTERNAL
+    reason = "INGEST_FAILED"
+
+
 class StoreUnavailable(MeterhubError):
     status = StatusCode.UNAVAILABLE
     reason = "STORE_UNAVAILABLE"

@@ -19,12 +19,12 @@ from datetime import datetime
 
 import numpy as np
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from adapters.port import SubmitOutcome
 from gateway import ingest
 from gateway.clock import Clock, system_clock, us_to_datetime
-from gateway.errors import IngestRejected, MeterhubError, StoreUnavailable, UnknownMeter
+from gateway.errors import IngestFailed, IngestRejected, MeterhubError, StoreUnavailable, UnknownMeter
 from gateway.metrics import HubMetrics
 from meterhub.v1 import model_pb2 as pb
 from store import exceptions as exc_store
@@ -157,11 +157,22 @@ class IngestPipeline:
                 if not job.future.cancelled():
                     job.future.set_exception(exc)
                 continue
-            except Exception as exc:
+            except (OperationalError, InterfaceError) as exc:
+                # The store itself is in trouble (connection, disk, locks): the
+                # source keeps the batch and retries later.
                 self.metrics.batches.labels(head_end, "failed").inc()
-                logger.exception("ingest failed")
+                logger.exception("ingest failed: store unavailable")
                 if not job.future.cancelled():
                     job.future.set_exception(StoreUnavailable(f"store write failed: {exc}"))
+                continue
+            except Exception as exc:
+                # Anything else fails the same way on every retry: refuse the batch.
+                self.metrics.batches.labels(head_end, "failed").inc()
+                logger.exception("ingest failed on batch %r", job.batch.idempotency_key)
+                await asyncio.to_thread(self._count_rejection, job.batch)
+                if not job.future.cancelled():
+                    job.future.set_exception(IngestFailed(
+                        f"batch could not be stored ({type(exc).__name__}: {str(exc)[:300]})"))
                 continue
             self.commit_count += 1
             self._observe(head_end, job, outcome)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from gateway.errors import IngestRejected, MisalignedInterval, UnknownMeter
 from gateway.ingest import StageOutcome
@@ -255,3 +255,43 @@ async def test_full_queue_makes_submitters_wait(engine: Engine) -> None:
         await p.stop()
     assert sum(o.intervals_new for o in outcomes) == 4
     assert stored_day(engine, "M1")[1][:4].tolist() == [0, 1, 2, 3]
+
+
+async def test_a_batch_that_fails_for_a_non_store_reason_is_refused_not_retried(engine: Engine) -> None:
+    """A defect triggered by one batch's content (here: a stage plug-in that
+    fails on meter M2) refuses that batch as INGEST_FAILED, writes nothing of
+    it, and the pipeline goes on with the next batch; sources dead-letter a
+    refusal instead of redelivering it forever."""
+    from gateway.errors import IngestFailed
+    from gateway.ingest import ChannelDays
+
+    def fragile_stage(conn: Connection, days: ChannelDays, now_us: int) -> StageOutcome:
+        meters = {m for (m,) in conn.execute(select(s.meters.c.meter_id).join(
+            s.channels, s.channels.c.meter_pk == s.meters.c.id).where(
+            s.channels.c.id.in_([int(x) for x in days.channel_ids])))}
+        if "M2" in meters:
+            raise ValueError("stage defect")
+        return StageOutcome(days.values, days.qualities)
+
+    with engine.begin() as conn:
+        repo.upsert_meters(conn, [("M1", 1, 1, "res"), ("M2", 1, 1, "res")], 0)
+    p = IngestPipeline(engine, queue_size=4, stage=fragile_stage)
+    await p.start()
+    try:
+        await p.submit(batch(interval_block("M1", DAY + timedelta(minutes=15), [1] * 4), key="ok-1"))
+        with pytest.raises(IngestFailed) as refused:
+            await p.submit(batch(interval_block("M1", DAY + timedelta(hours=1, minutes=15), [2] * 4),
+                                 interval_block("M2", DAY + timedelta(minutes=15), [3] * 4), key="bad"))
+        assert refused.value.reason == "INGEST_FAILED" and "ValueError: stage defect" in refused.value.message
+        outcome = await p.submit(batch(interval_block("M1", DAY + timedelta(hours=2, minutes=15), [4] * 4),
+                                       key="ok-2"))
+        assert outcome.intervals_new == 4
+    finally:
+        await p.stop()
+    _version, values, _q = stored_day(engine, "M1")
+    assert values[:4].tolist() == [1] * 4
+    assert values[4:8].tolist() == [0] * 4, "nothing of the refused batch is written"
+    assert values[8:12].tolist() == [4] * 4
+    with engine.connect() as conn:
+        keys = {k for (k,) in conn.execute(select(s.ingested_batches.c.idempotency_key))}
+    assert keys == {"ok-1", "ok-2"}
