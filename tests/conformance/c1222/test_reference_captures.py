@@ -21,8 +21,9 @@ from adapters.c1222.codec import (
 )
 from adapters.c1222.errors import InvalidServiceSequenceState, UnknownKey
 from tests.conformance.c1222.pcap import streams
+from tests.support.reference import reference_root
 
-REFERENCE = Path(__file__).resolve().parents[3].parent / "shared" / "reference" / "c1222"
+REFERENCE = reference_root() / "c1222"
 PCAPS = REFERENCE / "pcaps"
 EXAMPLE8_KEYS = KeyRing({2: bytes.fromhex("01020304050607080102030405060708")})
 

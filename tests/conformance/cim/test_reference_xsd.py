@@ -26,9 +26,10 @@ from adapters.cim.xmlsafe import new_parser
 from simulators.cim.faults import FaultPlan
 from simulators.cim.fleet import Fleet
 from simulators.cim.headend import HeadEnd
+from tests.support.reference import reference_root
 
 REPO = Path(__file__).resolve().parents[3]
-REFERENCE = REPO.parent / "shared" / "reference" / "cim"
+REFERENCE = reference_root() / "cim"
 SAMPLES = Path(__file__).resolve().parent / "samples"
 
 

@@ -20,8 +20,9 @@ from adapters.multispeak.soap import CB_SERVER, MR_SERVER, MSP_NS, SOAP_ENV_NS, 
 from simulators.multispeak.fleet import meter_ids
 from simulators.multispeak.server import HeadEndSimulator
 from tests.support.recording_port import RecordingPort
+from tests.support.reference import reference_root
 
-REFERENCE = Path(__file__).resolve().parents[3].parent / "shared" / "reference" / "multispeak" / "v4.1.6"
+REFERENCE = reference_root() / "multispeak" / "v4.1.6"
 XS = "http://www.w3.org/2001/XMLSchema"
 WSDL = "http://schemas.xmlsoap.org/wsdl/"
 SOAP_BINDING = "http://schemas.xmlsoap.org/wsdl/soap/"
