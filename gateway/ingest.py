@@ -295,11 +295,18 @@ def merge_with_stored(
     revised_slots = inc & ((s_actual & ~same) | (exists[:, None] & s_estimate & ~s_missing))
     new_slots = inc & ~unchanged & ~revised_slots
     write = new_slots | revised_slots
+    # A slot the source reports as missing with flags of its own (power
+    # fail, skipped...) keeps them where nothing better is stored: VEE needs
+    # them (an outage is zero-filled, never interpolated across).
+    flagged_gap = (~incoming.present & ((incoming.qualities & ~MISSING) != 0)
+                   & ~(exists[:, None] & (~s_missing | s_edited)))
+    gap_news = flagged_gap & ~(exists[:, None] & (stored_qualities == incoming.qualities))
     values = np.where(write, incoming.values, stored_values)
-    qualities = np.where(write, incoming.qualities, np.where(exists[:, None], stored_qualities, MISSING))
+    qualities = np.where(write | flagged_gap, incoming.qualities,
+                         np.where(exists[:, None], stored_qualities, MISSING))
     # Incoming rows that only report missing slots still create a row (the
     # gap is known), but must not wipe stored data.
-    changed = write.any(axis=1) | ~exists
+    changed = write.any(axis=1) | ~exists | gap_news.any(axis=1)
     revised = revised_slots.any(axis=1)
     merged = ChannelDays(incoming.interval_seconds, incoming.channel_ids, incoming.days,
                          values, qualities, (qualities & MISSING) == 0)

@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import TypeVar
 
 import numpy as np
 from sqlalchemy import Connection, Engine
@@ -31,6 +33,7 @@ from store import exceptions as exc_store
 from store import repository as repo
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_COMMIT_ATTEMPTS = 4
 # Hook run on changed channel-days before they are written (VEE): it may read
@@ -66,6 +69,10 @@ class IngestPipeline:
         self._meters: dict[str, repo.MeterRow] = {}
         self._channels: dict[tuple[int, str, int], repo.ChannelRow] = {}
         self._committed = asyncio.Condition()
+        # Store calls adapters started in worker threads: a cancelled adapter's
+        # call runs on, and stop() waits for it before the engine is disposed.
+        self._port_calls = 0
+        self._port_idle = threading.Condition()
         self.commit_count = 0
         self.metrics = metrics or HubMetrics()
 
@@ -75,13 +82,34 @@ class IngestPipeline:
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_loop(), name="ingest-writer")
 
-    async def stop(self) -> None:
-        """Drain what is queued, then stop the writer."""
-        if self._writer is None:
-            return
-        await self._queue.put(None)
-        await self._writer
-        self._writer = None
+    async def stop(self, port_call_grace: float = 10.0) -> None:
+        """Drain what is queued, stop the writer, and wait for store calls
+        adapters left running in worker threads."""
+        if self._writer is not None:
+            await self._queue.put(None)
+            await self._writer
+            self._writer = None
+        with self._port_idle:
+            busy = self._port_calls > 0
+        if busy:
+            await asyncio.to_thread(self._wait_port_idle, port_call_grace)
+
+    def _wait_port_idle(self, timeout: float) -> None:
+        with self._port_idle:
+            self._port_idle.wait_for(lambda: self._port_calls == 0, timeout)
+
+    async def _port_call(self, fn: Callable[[], T]) -> T:
+        def tracked() -> T:
+            try:
+                return fn()
+            finally:
+                with self._port_idle:
+                    self._port_calls -= 1
+                    self._port_idle.notify_all()
+
+        with self._port_idle:
+            self._port_calls += 1
+        return await asyncio.to_thread(tracked)
 
     @property
     def queue_depth(self) -> int:
@@ -99,7 +127,7 @@ class IngestPipeline:
 
     async def watermark(self, meter_id: str, reading_type: pb.ReadingType, interval_seconds: int) -> datetime | None:
         key = ingest.reading_type_key(reading_type)
-        return await asyncio.to_thread(self._watermark, meter_id, key, interval_seconds)
+        return await self._port_call(lambda: self._watermark(meter_id, key, interval_seconds))
 
     def _watermark(self, meter_id: str, key: str, interval: int) -> datetime | None:
         with self._engine.connect() as conn:
@@ -119,7 +147,7 @@ class IngestPipeline:
                 repo.add_dead_letter(conn, head_end=head_end, adapter_type=adapter_type,
                                      receive_time_us=self._clock(), reason_code=reason_code, reason=reason,
                                      content_type=content_type, payload=payload)
-        await asyncio.to_thread(write)
+        await self._port_call(write)
         self.metrics.dead_letters.labels(head_end, reason_code).inc()
         logger.warning("dead letter from %s: %s: %s", head_end, reason_code, reason)
 

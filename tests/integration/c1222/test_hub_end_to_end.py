@@ -9,7 +9,6 @@ never from what the adapter produced.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Engine, func, select
 
 from adapters.c1222.tables import ChannelStatus, CommonStatus
-from gateway.config import HubConfig, load_config
+from gateway.config import load_config
 from gateway.hub import Hub
 from meterhub.v1 import admin_service_pb2 as adm
 from meterhub.v1 import admin_service_pb2_grpc as adm_grpc
@@ -144,22 +143,6 @@ async def _landed(run: Running) -> bool:
     return len(await stored_registers(run)) == 2 * METERS
 
 
-@contextlib.asynccontextmanager
-async def hub_on(config: HubConfig, engine: Engine) -> AsyncIterator[Hub]:
-    """The hub on ``engine``; once it stopped, the store connections it left open are closed.
-
-    Hub.stop cancels the source task and disposes the engine straight away, while a watermark
-    query the cancelled adapter started with asyncio.to_thread may still run; its connection
-    goes back to the disposed pool afterwards and nothing closes it (psycopg then warns when
-    it is collected). Wait for those worker threads, then close that pool.
-    """
-    pool = engine.pool
-    async with Hub(config, engine=engine) as hub:
-        yield hub
-    await asyncio.get_running_loop().shutdown_default_executor()
-    pool.dispose()
-
-
 @pytest.fixture
 async def running(engine: Engine, tmp_path: Path) -> AsyncIterator[Running]:
     now = _frozen_now()
@@ -186,7 +169,7 @@ backoff_initial_seconds = 0.01
         # Meters are known before the source's first poll (else its batches are rejected).
         with engine.begin() as conn:
             repo.upsert_meters(conn, [(m.id, adm.METER_STATUS_ACTIVE, 1, "residential") for m in meters], 0)
-        async with hub_on(config, engine) as hub, grpc.aio.insecure_channel(hub.grpc_target) as channel:
+        async with Hub(config, engine=engine) as hub, grpc.aio.insecure_channel(hub.grpc_target) as channel:
             run = Running(hub, fleet, channel, now, meters)
             await eventually(lambda: _landed(run), "every interval and register of the fleet")
             yield run
@@ -262,10 +245,6 @@ async def test_injected_faults_reach_the_store_as_quality_flags(running: Running
     assert all(seen.values()), f"every fault kind must occur in the run: {seen}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "gateway bug: ingest.merge_with_stored writes an incoming missing slot as bare MISSING, dropping the "
-    "source flags the meter reported on it (SKIPPED_INTERVAL here; POWER_FAIL on an outage gap, which "
-    "VEE's zero fill for flagged outages needs)"))
 async def test_a_skipped_interval_keeps_its_source_flag(running: Running) -> None:
     values, _types, _versions = await stored_intervals(running)
     first_end = int(running.first_day.timestamp()) + STEP

@@ -10,7 +10,6 @@ adapter produced.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -141,22 +140,6 @@ async def landed(run: Running, *, registers: bool = True) -> bool:
     return not registers or len(await stored_registers(run)) == METERS
 
 
-@contextlib.asynccontextmanager
-async def hub_on(config: HubConfig, engine: Engine) -> AsyncIterator[Hub]:
-    """The hub on ``engine``; once it stopped, the store connections it left open are closed.
-
-    Hub.stop cancels the source task and disposes the engine straight away, while a watermark
-    query the cancelled adapter started with asyncio.to_thread may still run; its connection
-    goes back to the disposed pool afterwards and nothing closes it (psycopg then warns when
-    it is collected). Wait for those worker threads, then close that pool.
-    """
-    pool = engine.pool
-    async with Hub(config, engine=engine) as hub:
-        yield hub
-    await asyncio.get_running_loop().shutdown_default_executor()
-    pool.dispose()
-
-
 def write_config(tmp_path: Path, sim: HeadEndSimulator, **source: object) -> HubConfig:
     """hub.toml with one multispeak source; the store is the ``engine`` fixture's (SQLite in
     tmp_path or a PostgreSQL schema of its own), handed to the hub."""
@@ -198,7 +181,7 @@ async def polled(engine: Engine, tmp_path: Path) -> AsyncIterator[Running]:
                                 faults=Faults(missing_interval_rate=MISSING_RATE)) as sim:
         config = write_config(tmp_path, sim, start=start.isoformat(), end=end.isoformat())
         register_meters(engine, sim.meters)
-        async with hub_on(config, engine) as hub, grpc.aio.insecure_channel(hub.grpc_target) as channel:
+        async with Hub(config, engine=engine) as hub, grpc.aio.insecure_channel(hub.grpc_target) as channel:
             run = Running(hub, sim, channel, start, end, register_time=end)
             await eventually(lambda: landed(run), "every polled interval and register")
             yield run
@@ -287,7 +270,7 @@ async def test_initiated_reads_arrive_on_the_hub_callback_endpoint(engine: Engin
                               callback_password="cb-secret", initiate_interval_seconds=3600.0,
                               transaction_expiry_seconds=600.0)
         register_meters(engine, sim.meters)
-        async with hub_on(config, engine) as hub, grpc.aio.insecure_channel(hub.grpc_target) as channel:
+        async with Hub(config, engine=engine) as hub, grpc.aio.insecure_channel(hub.grpc_target) as channel:
             day = FleetData.day_start(sim_now)
             run = Running(hub, sim, channel, day - timedelta(days=1), day, register_time=sim_now)
             await eventually(lambda: landed(run), "the readings of both callbacks")
@@ -324,7 +307,7 @@ async def test_malformed_response_is_dead_lettered_and_good_data_still_lands(eng
                                 faults=Faults(malformed_rate=MALFORMED_RATE), seed=1) as sim:
         config = write_config(tmp_path, sim, start=start.isoformat(), end=end.isoformat(), poll_registers=False)
         register_meters(engine, sim.meters)
-        async with hub_on(config, engine) as hub, grpc.aio.insecure_channel(hub.grpc_target) as channel:
+        async with Hub(config, engine=engine) as hub, grpc.aio.insecure_channel(hub.grpc_target) as channel:
             run = Running(hub, sim, channel, start, end, register_time=end)
             # A broken reply fails that meter's poll; the next cycle reads the window again.
             await eventually(lambda: landed(run, registers=False), "every interval despite the broken replies")

@@ -164,3 +164,21 @@ async def test_gap_item_is_resolved_when_late_data_fills_it(channel: grpc.aio.Ch
     resolved = (await queue.ListExceptions(vee.ListExceptionsRequest(
         rule="missing", state=vee.EXCEPTION_STATE_RESOLVED))).items
     assert [i.resolved_by for i in resolved] == ["vee"]
+
+
+async def test_outage_gap_reported_by_the_meter_is_zero_filled_not_interpolated(channel: grpc.aio.Channel) -> None:
+    """A gap the meter flags as a power outage keeps its flag through ingest,
+    so VEE zero-fills it instead of interpolating across it."""
+    values, quals = gap_day()
+    for k in range(40, 44):
+        quals[k] = M | pb.QUALITY_FLAG_POWER_FAIL
+    await submit(channel, batch(interval_block("GAP", DAY + timedelta(minutes=15), values, qualities=quals),
+                                key="outage"))
+    stored = (await day_block(channel, "GAP")).block
+    gap = range(40, 44)
+    assert [stored.values[k] for k in gap] == [0, 0, 0, 0]
+    for k in gap:
+        q = stored.qualities[k]
+        assert q & pb.QUALITY_FLAG_POWER_FAIL, "the meter's outage flag is kept"
+        assert q & pb.QUALITY_FLAG_ESTIMATE_ZERO_FILL and not q & pb.QUALITY_FLAG_ESTIMATE_INTERPOLATED
+    assert stored.values[39] == 75 and stored.values[44] == 100
