@@ -476,27 +476,7 @@ class Determinants:
 
 
 def _counts(q: Int64Array, policy: BillingPolicy) -> IntervalCounts:
-    missing = (q & MISSING) != 0
-    present = ~missing
-    edited = present & ((q & EDITED) != 0)
-    estimated = present & ~edited & ((q & ESTIMATE_BITS) != 0)
-    suspect = present & ((q & SUSPECT) != 0)
-    accepted = (q & (VALIDATED | APPROVED)) != 0
-    if policy.estimates_billable:
-        accepted |= estimated
-    valid = present & ~suspect & accepted
-    n_missing = int(np.count_nonzero(missing))
-    n_edited = int(np.count_nonzero(edited))
-    n_estimated = int(np.count_nonzero(estimated))
-    return IntervalCounts(
-        expected=len(q),
-        actual=len(q) - n_missing - n_edited - n_estimated,
-        estimated=n_estimated,
-        edited=n_edited,
-        missing=n_missing,
-        suspect=int(np.count_nonzero(suspect)),
-        billing_valid=int(np.count_nonzero(valid)),
-    )
+    return _counts_rows(q[None, :], policy)[0]
 
 
 def _energy_sums(weights: Int64Array, values: Int64Array, period_seconds: int) -> list[int]:

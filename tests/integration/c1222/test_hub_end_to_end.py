@@ -8,7 +8,6 @@ never from what the adapter produced.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,6 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Engine, func, select
 
 from adapters.c1222.tables import ChannelStatus, CommonStatus
@@ -33,6 +31,8 @@ from simulators.c1222.meter import FaultRates, MeterSpec, SimulatedMeter
 from simulators.c1222.server import FleetConfig, FleetServer
 from store import repository as repo
 from store import schema as s
+from tests.support.waiting import eventually as wait_until
+from tests.support.waiting import timestamp
 
 SOURCE = "c1222-north"
 METERS = 3
@@ -70,19 +70,8 @@ class Running:
         return self.now.replace(second=0) - timedelta(days=DAYS)
 
 
-def _ts(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 async def eventually(probe: Callable[[], Awaitable[bool]], what: str, seconds: float = LAND_SECONDS) -> None:
-    """Poll ``probe`` until it holds; fail naming ``what`` after ``seconds``."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not await probe():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
-        await asyncio.sleep(0.05)
+    await wait_until(probe, what, seconds)
 
 
 Stored = dict[tuple[str, int], dict[int, tuple[int, int]]]  # (meter, flow) -> end -> (value, quality)
@@ -93,7 +82,7 @@ async def stored_intervals(run: Running) -> tuple[Stored, dict[tuple[str, int], 
     the reading type of each channel and the version of each channel-day."""
     readings = rs_grpc.ReadingServiceStub(run.channel)
     request = rs.ListIntervalBlocksRequest(page_size=7, filter=rs.IntervalBlockFilter(
-        meter_ids=[m.id for m in run.meters], start_time=_ts(run.first_day), end_time=_ts(run.now)))
+        meter_ids=[m.id for m in run.meters], start_time=timestamp(run.first_day), end_time=timestamp(run.now)))
     values: Stored = {}
     types: dict[tuple[str, int], pb.ReadingType] = {}
     versions: list[int] = []
@@ -117,7 +106,7 @@ async def stored_intervals(run: Running) -> tuple[Stored, dict[tuple[str, int], 
 async def stored_registers(run: Running) -> list[pb.RegisterRead]:
     readings = rs_grpc.ReadingServiceStub(run.channel)
     reply = await readings.ListRegisterReads(rs.ListRegisterReadsRequest(
-        meter_ids=[m.id for m in run.meters], start_time=_ts(run.first_day), end_time=_ts(run.now + timedelta(hours=1)),
+        meter_ids=[m.id for m in run.meters], start_time=timestamp(run.first_day), end_time=timestamp(run.now + timedelta(hours=1)),
         page_size=1000))
     return [r.read for r in reply.reads]
 

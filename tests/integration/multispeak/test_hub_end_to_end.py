@@ -9,7 +9,6 @@ adapter produced.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 from lxml import etree
 from sqlalchemy import Engine, func, select
 
@@ -32,6 +30,8 @@ from simulators.multispeak.fleet import FleetData, meter_ids
 from simulators.multispeak.server import Faults, HeadEndSimulator
 from store import repository as repo
 from store import schema as s
+from tests.support.waiting import eventually as wait_until
+from tests.support.waiting import timestamp
 
 SOURCE = "ms-coop"
 METERS = 3
@@ -51,19 +51,8 @@ def _last_midnight() -> datetime:
     return (datetime.now(UTC) - timedelta(minutes=1)).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _ts(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 async def eventually(probe: Callable[[], Awaitable[bool]], what: str, seconds: float = LAND_SECONDS) -> None:
-    """Poll ``probe`` until it holds; fail naming ``what`` after ``seconds``."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not await probe():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
-        await asyncio.sleep(0.05)
+    await wait_until(probe, what, seconds)
 
 
 @dataclass
@@ -92,7 +81,7 @@ async def stored_intervals(run: Running) -> tuple[Stored, list[pb.ReadingType], 
     types of the blocks and the version of each channel-day."""
     readings = rs_grpc.ReadingServiceStub(run.channel)
     request = rs.ListIntervalBlocksRequest(page_size=2, filter=rs.IntervalBlockFilter(
-        meter_ids=list(run.meters), start_time=_ts(run.start), end_time=_ts(run.end)))
+        meter_ids=list(run.meters), start_time=timestamp(run.start), end_time=timestamp(run.end)))
     values: Stored = {}
     types: list[pb.ReadingType] = []
     versions: list[int] = []
@@ -115,8 +104,8 @@ async def stored_intervals(run: Running) -> tuple[Stored, list[pb.ReadingType], 
 async def stored_registers(run: Running) -> list[pb.RegisterRead]:
     readings = rs_grpc.ReadingServiceStub(run.channel)
     reply = await readings.ListRegisterReads(rs.ListRegisterReadsRequest(
-        meter_ids=list(run.meters), start_time=_ts(run.start - timedelta(days=3)),
-        end_time=_ts(run.end + timedelta(days=3)), page_size=1000))
+        meter_ids=list(run.meters), start_time=timestamp(run.start - timedelta(days=3)),
+        end_time=timestamp(run.end + timedelta(days=3)), page_size=1000))
     return [r.read for r in reply.reads]
 
 
