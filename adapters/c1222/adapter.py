@@ -12,6 +12,7 @@ from typing import Any
 
 from adapters.c1222.config import C1222Config, MeterEndpoint, parse_config
 from adapters.c1222.errors import (
+    TABLES_CONTENT_TYPE,
     C1222Error,
     DataNotReady,
     DeviceBusy,
@@ -20,6 +21,7 @@ from adapters.c1222.errors import (
     ResponseError,
 )
 from adapters.c1222.normalize import lp_reading_type, to_batch
+from adapters.c1222.tables import encode_table_reads
 from adapters.c1222.transport import MeterReader
 from adapters.errors import TransportError
 from adapters.port import IngestPort
@@ -107,11 +109,13 @@ class C1222Adapter:
                 logger.warning("c1222 %s: meter %s refused: %s", self.name, meter.meter_id, exc.message)
                 return None
             except C1222Error as exc:
-                logger.warning("c1222 %s: meter %s sent undecodable data: %s", self.name, meter.meter_id, exc.message)
-                await self.port.dead_letter(b"", reason_code=exc.reason,
-                                            reason=f"{meter.meter_id}: {exc.message}")
+                await self._undecodable(meter, exc, exc.raw, exc.raw_content_type)
                 return None
-        batch = to_batch(read, cfg.channels, cfg.nibble_mapping, ADAPTER_TYPE, self.name)
+        try:
+            batch = to_batch(read, cfg.channels, cfg.nibble_mapping, ADAPTER_TYPE, self.name)
+        except C1222Error as exc:  # tables that decode but cannot be normalised (an ST62 divisor...)
+            await self._undecodable(meter, exc, encode_table_reads(read.tables), TABLES_CONTENT_TYPE)
+            return None
         if not batch.interval_blocks and not batch.register_reads:
             return 0, 0
         try:
@@ -123,6 +127,11 @@ class C1222Adapter:
             return None
         return sum(len(b.values) for b in batch.interval_blocks), len(batch.register_reads)
 
+    async def _undecodable(self, meter: MeterEndpoint, exc: C1222Error, raw: bytes, content_type: str) -> None:
+        """A meter whose data cannot be decoded: the received bytes go to the dead-letter store."""
+        logger.warning("c1222 %s: meter %s sent undecodable data: %s", self.name, meter.meter_id, exc.message)
+        await self.port.dead_letter(raw, reason_code=exc.reason, reason=f"{meter.meter_id}: {exc.message}",
+                                    content_type=content_type)
 
 
 def create_adapter(name: str, config: Mapping[str, Any], port: IngestPort) -> C1222Adapter:

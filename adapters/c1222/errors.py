@@ -11,11 +11,29 @@ from typing import ClassVar
 from adapters.errors import ProtocolError, TransportError
 from gateway.errors import StatusCode
 
+# Content types of the received bytes an error keeps (RFC 2046 ``type`` parameter).
+APDU_CONTENT_TYPE = "application/octet-stream; type=c1222-apdu"
+TABLES_CONTENT_TYPE = "application/octet-stream; type=c1219-table-reads"
+
 
 class C1222Error(ProtocolError):
-    """Root of the C12.22 protocol errors (malformed APDU, EPSEM or table)."""
+    """Root of the C12.22 protocol errors (malformed APDU, EPSEM or table).
+
+    ``raw`` holds the received bytes the error is about, for the dead-letter store:
+    an APDU (or the unframed bytes buffered when none could be delimited) with
+    ``raw_content_type`` APDU_CONTENT_TYPE, or the C12.19 table reads of the session
+    (:func:`adapters.c1222.tables.encode_table_reads`) with TABLES_CONTENT_TYPE.
+    """
 
     reason = "C1222_PROTOCOL_ERROR"
+    raw: bytes = b""
+    raw_content_type: str = APDU_CONTENT_TYPE
+
+    def keep_raw(self, raw: bytes, content_type: str = APDU_CONTENT_TYPE) -> None:
+        """Attach the received bytes, unless an inner layer already attached more precise ones."""
+        if not self.raw and raw:
+            self.raw = bytes(raw)
+            self.raw_content_type = content_type
 
 
 class MalformedApdu(C1222Error):

@@ -13,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from adapters.c1222.config import ChannelSpec
 from adapters.c1222.errors import TableError
-from adapters.c1222.tables import ChannelStatus, CommonStatus, NibbleMapping
+from adapters.c1222.tables import ChannelStatus, CommonStatus, NibbleMapping, TableRead
 from meterhub.v1 import model_pb2 as pb
 
 SECONDS_PER_DAY = 86_400
@@ -43,6 +43,8 @@ class MeterRead:
     meter_id: str
     lp: LpRead | None
     registers: RegisterSnapshot | None = None
+    # The table bytes the read was decoded from (dead-lettered when they cannot be normalised).
+    tables: tuple[TableRead, ...] = ()
 
 
 _CHANNEL_QUALITY = {
@@ -90,8 +92,11 @@ def scale(values: npt.NDArray[np.int64], scalar: int, divisor: int) -> tuple[npt
         d //= 10
         exponent -= 1
     if d != 1:
-        if np.any(scaled % d):
-            raise TableError(f"divisor {divisor} does not divide the interval data exactly")
+        inexact = np.flatnonzero(scaled % d)
+        if len(inexact):
+            raise TableError(f"ST62 divisor {divisor} does not divide the interval data exactly: "
+                             f"{int(values[inexact[0]])} x scalar {scalar} is not a multiple of {d} "
+                             f"({len(inexact)} of {len(values)} intervals)")
         scaled = scaled // d
     return scaled, exponent
 
@@ -134,7 +139,11 @@ def interval_blocks(meter_id: str, lp: LpRead, channels: Sequence[ChannelSpec],
     bounds = np.concatenate(([0], breaks, [len(lp.ends)]))
     blocks: list[pb.IntervalBlock] = []
     for c in range(n_channels):
-        values, _ = scale(lp.values[:, c], lp.scalars[c] if lp.scalars else 1, lp.divisors[c] if lp.divisors else 1)
+        try:
+            values, _ = scale(lp.values[:, c], lp.scalars[c] if lp.scalars else 1,
+                              lp.divisors[c] if lp.divisors else 1)
+        except TableError as exc:
+            raise TableError(f"LP channel {c + 1}: {exc.message}") from exc
         rt = lp_reading_type(channels[c], lp.divisors[c] if lp.divisors else 1, c)
         for lo, hi in itertools.pairwise(bounds):
             block = pb.IntervalBlock(meter_id=meter_id, interval_seconds=step)

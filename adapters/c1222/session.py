@@ -106,6 +106,10 @@ class _Framer:
         if len(self.buffer) > self.cap + 8:
             raise FrameTooLarge(f"more than {self.cap} bytes buffered without a complete APDU")
 
+    def unframed(self) -> bytes:
+        """The bytes buffered without a complete APDU (evidence for an error)."""
+        return bytes(self.buffer)
+
     def next_apdu(self) -> bytes | ConnectionClosed | None:
         total = apdu_length(self.buffer, self.cap)
         if total is None or total > len(self.buffer):
@@ -135,6 +139,8 @@ class ClientSession:
         self._iv_source = iv_source
         self._pending: tuple[int, tuple[Request, ...]] | None = None
         self.deadline: float | None = None
+        # The last APDU taken off the stream (what a response that made no sense looked like).
+        self.last_apdu = b""
 
     @property
     def awaiting_response(self) -> bool:
@@ -159,7 +165,11 @@ class ClientSession:
         return wire
 
     def receive_data(self, data: bytes) -> None:
-        self._framer.feed(data)
+        try:
+            self._framer.feed(data)
+        except C1222Error as exc:
+            exc.keep_raw(self._framer.unframed())
+            raise
 
     def handle_timer(self, now: float) -> None:
         if self.deadline is not None and now >= self.deadline:
@@ -168,11 +178,24 @@ class ClientSession:
             raise C1222Timeout("no C12.22 response before the deadline")
 
     def next_event(self) -> Responses | ConnectionClosed | _NeedData:
-        frame = self._framer.next_apdu()
+        """The next event; a C1222Error raised here carries the offending bytes in ``raw``."""
+        try:
+            frame = self._framer.next_apdu()
+        except C1222Error as exc:
+            exc.keep_raw(self._framer.unframed())
+            raise
         if frame is None:
             return NEED_DATA
         if isinstance(frame, ConnectionClosed):
             return frame
+        self.last_apdu = frame
+        try:
+            return self._responses(frame)
+        except C1222Error as exc:
+            exc.keep_raw(frame)
+            raise
+
+    def _responses(self, frame: bytes) -> Responses:
         apdu = decode_apdu(frame, self._framer.cap)
         if self._pending is None:
             raise UnexpectedResponse("response without an outstanding request")

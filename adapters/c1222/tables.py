@@ -312,11 +312,21 @@ def encode_stime(moment: datetime, fmt: TimeFormat, order: ByteOrder) -> bytes:
     raise UnsupportedFormat(f"TM_FORMAT {int(fmt)} has no STIME_DATE")
 
 
+def _after_epoch(seconds: int, what: str) -> datetime:
+    """A UINT32 count of seconds or minutes; minutes reach past the year 9999."""
+    try:
+        return _EPOCH + timedelta(seconds=seconds)
+    except OverflowError as exc:
+        raise TableError(f"{what}: {seconds} s after 1970 is past the year 9999") from exc
+
+
 def decode_stime(raw: bytes, fmt: TimeFormat, order: ByteOrder) -> datetime:
+    if len(raw) != stime_size(fmt):
+        raise TableError(f"STIME_DATE of {len(raw)} bytes, TM_FORMAT {int(fmt)} has {stime_size(fmt)}")
     if fmt is TimeFormat.UINT32_SECONDS:
-        return _EPOCH + timedelta(seconds=int.from_bytes(raw, order))
+        return _after_epoch(int.from_bytes(raw, order), "STIME_DATE")
     if fmt is TimeFormat.UINT32_MINUTES:
-        return _EPOCH + timedelta(minutes=int.from_bytes(raw, order))
+        return _after_epoch(int.from_bytes(raw, order) * 60, "STIME_DATE")
     if fmt in (TimeFormat.BCD, TimeFormat.UINT8):
         fields = [_from_bcd(b, "STIME_DATE") for b in raw] if fmt is TimeFormat.BCD else list(raw)
         try:
@@ -349,9 +359,9 @@ class Clock:
     def decode(cls, data: bytes, fmt: TimeFormat, order: ByteOrder) -> Clock:
         r = _Reader(data, order, "ST52")
         if fmt is TimeFormat.UINT32_SECONDS:
-            t = _EPOCH + timedelta(seconds=r.uint(4))
+            t = _after_epoch(r.uint(4), "ST52")
         elif fmt is TimeFormat.UINT32_MINUTES:
-            t = _EPOCH + timedelta(minutes=r.uint(4), seconds=r.uint(1))
+            t = _after_epoch(r.uint(4) * 60 + r.uint(1), "ST52")
         else:
             t = decode_stime(r.take(5), fmt, order)
             sec = r.uint(1)
@@ -510,6 +520,18 @@ class LpStatus:
         r = _Reader(data, order, "ST63")
         return cls(LpSetStatusFlag(r.uint(1)), r.uint(2), r.uint(2), r.uint(4), r.uint(2), r.uint(2))
 
+    def check(self, dims: LpSetDimensions) -> None:
+        """Refuse a status that points outside the set ST61 describes (TableError)."""
+        if self.valid_intervals > dims.intervals_per_block:
+            raise TableError(f"ST63 NBR_VALID_INT {self.valid_intervals} exceeds the {dims.intervals_per_block} "
+                             "intervals of a block (ST61 NBR_BLK_INTS_SET1)")
+        if self.valid_blocks > dims.blocks:
+            raise TableError(f"ST63 NBR_VALID_BLOCKS {self.valid_blocks} exceeds the {dims.blocks} blocks of the "
+                             "set (ST61 NBR_BLKS_SET1)")
+        if self.valid_blocks and self.last_block_element >= dims.blocks:
+            raise TableError(f"ST63 LAST_BLOCK_ELEMENT {self.last_block_element} is outside the {dims.blocks} "
+                             "blocks of the set (ST61 NBR_BLKS_SET1)")
+
 
 class NibbleMapping(enum.Enum):
     """Where channel c's extended status nibble lives. Implementations differ.
@@ -663,6 +685,43 @@ def encode_lp_block(end_time: datetime, values: npt.NDArray[np.int64], status: n
     block["intervals"]["values"][0] = values
     block["intervals"]["status"][0] = status
     return block.tobytes()
+
+
+# --------------------------------------------------------------------------- table reads, as read
+
+@dataclass(frozen=True, slots=True)
+class TableRead:
+    """Bytes of one table as a meter returned them (offset 0 for a full read)."""
+
+    table: int
+    offset: int
+    data: bytes
+
+
+def encode_table_reads(reads: Sequence[TableRead]) -> bytes:
+    """The reads of a session as one byte string, for the dead-letter store.
+
+    Each read is ``TABLE_ID (2) OFFSET (3) COUNT (2)`` big-endian, as in a C12.22
+    partial read request, followed by its COUNT data bytes.
+    """
+    out = bytearray()
+    for read in reads:
+        if not (0 <= read.table <= 0xFFFF and 0 <= read.offset <= 0xFFFFFF and len(read.data) <= 0xFFFF):
+            raise TableError(f"table {read.table} read at offset {read.offset} of {len(read.data)} bytes "
+                             "does not fit a C12.22 read", remote=False)
+        out += read.table.to_bytes(2, "big") + read.offset.to_bytes(3, "big") + len(read.data).to_bytes(2, "big")
+        out += read.data
+    return bytes(out)
+
+
+def decode_table_reads(data: bytes) -> list[TableRead]:
+    """Inverse of :func:`encode_table_reads`."""
+    reads = []
+    r = _Reader(data, "big", "table reads")
+    while r.pos < len(data):
+        table, offset, count = r.uint(2), r.uint(3), r.uint(2)
+        reads.append(TableRead(table, offset, r.take(count)))
+    return reads
 
 
 # --------------------------------------------------------------------------- ST21-ST23 registers

@@ -9,8 +9,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import numpy as np
 
@@ -27,7 +28,15 @@ from adapters.c1222.codec import (
     Terminate,
 )
 from adapters.c1222.config import C1222Config, MeterEndpoint
-from adapters.c1222.errors import C1222ConnectionError, C1222Timeout, ResponseError, UnexpectedResponse
+from adapters.c1222.errors import (
+    TABLES_CONTENT_TYPE,
+    C1222ConnectionError,
+    C1222Error,
+    C1222Timeout,
+    ResponseError,
+    TableError,
+    UnexpectedResponse,
+)
 from adapters.c1222.normalize import LpRead, MeterRead, RegisterSnapshot
 from adapters.c1222.session import NEED_DATA, ClientSession, ConnectionClosed, Responses, SecurityParams
 from adapters.c1222.tables import (
@@ -49,7 +58,9 @@ from adapters.c1222.tables import (
     LpFlag,
     LpLayout,
     LpStatus,
+    TableRead,
     decode_lp_blocks,
+    encode_table_reads,
     ni_decimal_exponent,
 )
 
@@ -126,10 +137,30 @@ class C1222Connection:
             await self._writer.wait_closed()
 
 
+class Requester(Protocol):
+    """What the read procedure needs of a connection (tests hand it a scripted one)."""
+
+    async def request(self, requests: Sequence[Request]) -> tuple[Response, ...]: ...
+
+
 def _table(result: Response, what: str) -> bytes:
     if not isinstance(result, TableData):
         raise UnexpectedResponse(f"{what}: expected table data, got {type(result).__name__}")
     return result.data
+
+
+@dataclass(slots=True)
+class TableLog:
+    """The table bytes one session read, in order: what an undecodable read is dead-lettered with."""
+
+    reads: list[TableRead] = field(default_factory=list)
+
+    def add(self, table: int, offset: int, data: bytes) -> bytes:
+        self.reads.append(TableRead(table, offset, data))
+        return data
+
+    def encode(self) -> bytes:
+        return encode_table_reads(self.reads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +184,14 @@ def block_ranges(setup: _LpSetup, seq: int, chunk: int) -> list[tuple[int, int]]
     return [(start + o, min(chunk, size - o)) for o in range(0, size, chunk)]
 
 
+def _lp_chunk(result: Response, offset: int, count: int, log: TableLog) -> bytes:
+    """One partial read of ST64: exactly the bytes asked for (short data is not zero data)."""
+    data = log.add(ST_LP_DATA_SET1, offset, _table(result, "table 64"))
+    if len(data) != count:
+        raise TableError(f"ST64 partial read at offset {offset} returned {len(data)} of the {count} bytes asked")
+    return data
+
+
 class MeterReader:
     """Reads one meter: LP since ``since`` with partial reads, and ST23 registers."""
 
@@ -168,17 +207,35 @@ class MeterReader:
 
     async def read(self, meter: MeterEndpoint, since: SinceLookup, now: datetime) -> MeterRead:
         """``since(interval_seconds, divisors)`` gives the last stored interval end (or None)
-        once the meter's LP setup is known."""
+        once the meter's LP setup is known.
+
+        A C1222Error other than a <nok> carries the received bytes in ``raw``: the APDU that
+        could not be decoded, or the table reads of the session when a table made no sense.
+        """
         conn = await C1222Connection.open(meter.host, meter.port, self.session_for(meter), self.config.timeout_seconds)
         try:
-            result = await self._read(conn, meter, since, now)
+            result = await self.read_tables(conn, meter, since, now)
             await conn.request([Logoff(), Terminate()])
             return result
+        except C1222Error as exc:
+            if exc.remote and not isinstance(exc, ResponseError):
+                exc.keep_raw(conn.session.last_apdu)
+            raise
         finally:
             await conn.close()
 
-    async def _read(self, conn: C1222Connection, meter: MeterEndpoint, since: SinceLookup,
-                    now: datetime) -> MeterRead:
+    async def read_tables(self, conn: Requester, meter: MeterEndpoint, since: SinceLookup,
+                          now: datetime) -> MeterRead:
+        """The read procedure on an open association (logon included, logoff not)."""
+        log = TableLog()
+        try:
+            return await self._read(conn, meter, since, now, log)
+        except TableError as exc:
+            exc.keep_raw(log.encode(), TABLES_CONTENT_TYPE)
+            raise
+
+    async def _read(self, conn: Requester, meter: MeterEndpoint, since: SinceLookup, now: datetime,
+                    log: TableLog) -> MeterRead:
         cfg_ = self.config
         opening: list[Request] = [Logon(cfg_.user_id, cfg_.user.encode("latin-1"), 60)]
         if cfg_.password:
@@ -187,8 +244,8 @@ class MeterReader:
         if cfg_.read_registers:
             tables += [ST_ACT_REGS, ST_DATA_SELECTION, ST_CURRENT_REG_DATA]
         results = await conn.request([*opening, *(FullRead(t) for t in tables)])
-        data = dict(zip(tables, (_table(r, f"table {t}") for r, t in zip(results[len(opening):], tables,
-                                                                          strict=True)), strict=True))
+        data = {t: log.add(t, 0, _table(r, f"table {t}"))
+                for r, t in zip(results[len(opening):], tables, strict=True)}
         cfg = GenConfig.decode(data[ST_GEN_CONFIG])
         order = cfg.order
         dims = LpDimensions.decode(data[ST_ACT_LP], order)
@@ -196,22 +253,23 @@ class MeterReader:
         clock = Clock.decode(data[ST_CLOCK], cfg.time_format, order)
         (ctrl_raw,) = await conn.request([FullRead(ST_LP_CTRL)])
         lp_set = dims.sets[0]
-        control = LpControl.decode(_table(ctrl_raw, "table 62"), order, lp_set.channels,
+        status.check(lp_set)
+        control = LpControl.decode(log.add(ST_LP_CTRL, 0, _table(ctrl_raw, "table 62")), order, lp_set.channels,
                                    bool(dims.flags & LpFlag.SCALAR_DIVISOR_SET1))
         layout = LpLayout(lp_set.channels, lp_set.intervals_per_block, lp_set.interval_minutes, control.int_format,
                           dims.flags, cfg.time_format, order, cfg.ni_format1)
         setup = _LpSetup(cfg, dims, control, status, layout)
         mark = await since(lp_set.interval_minutes * 60, control.divisors)
         floor = mark if mark is not None else now - timedelta(days=cfg_.lookback_days)
-        lp = await self._read_lp(conn, setup, floor)
+        lp = await self._read_lp(conn, setup, floor, log)
         registers = None
         if cfg_.read_registers:
             regs = ActualRegisters.decode(data[ST_ACT_REGS])
             current = CurrentRegisters.decode(data[ST_CURRENT_REG_DATA], regs, cfg)
             registers = RegisterSnapshot(clock.time, current.summations, ni_decimal_exponent(cfg.ni_format1))
-        return MeterRead(meter.meter_id, lp, registers)
+        return MeterRead(meter.meter_id, lp, registers, tuple(log.reads))
 
-    async def _read_lp(self, conn: C1222Connection, setup: _LpSetup, floor: datetime) -> LpRead | None:
+    async def _read_lp(self, conn: Requester, setup: _LpSetup, floor: datetime, log: TableLog) -> LpRead | None:
         status, layout = setup.status, setup.layout
         step = layout.interval_minutes * 60
         empty = LpRead(step, np.zeros(0, np.int64), np.zeros((0, layout.channels), np.int64),
@@ -243,7 +301,7 @@ class MeterReader:
                 answers.extend(await conn.request(requests[i:i + per_apdu]))
             results = iter(answers)
             for block_seq, ranges in plan:
-                raw = b"".join(_table(next(results), "table 64") for _ in ranges)
+                raw = b"".join(_lp_chunk(next(results), offset, count, log) for offset, count in ranges)
                 valid = status.valid_intervals if block_seq == status.last_block_seq else layout.intervals_per_block
                 raw = raw.ljust(layout.block_bytes, b"\x00")
                 blocks = decode_lp_blocks(raw, layout)

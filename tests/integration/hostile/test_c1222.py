@@ -24,9 +24,9 @@ import pytest
 
 from adapters.c1222 import C1222Adapter, create_adapter
 from adapters.c1222.codec import Apdu, ApTitle, Logon
-from adapters.c1222.errors import TableError
+from adapters.c1222.errors import APDU_CONTENT_TYPE, TABLES_CONTENT_TYPE
 from adapters.c1222.session import ClientSession
-from adapters.c1222.tables import ST_LP_CTRL
+from adapters.c1222.tables import ST_LP_CTRL, ST_LP_DATA_SET1, ST_LP_STATUS, decode_table_reads
 from gateway.hub import Hub
 from meterhub.v1 import model_pb2 as pb
 from simulators.c1222.meter import MeterSpec, SimulatedMeter, expected_intervals, meter_ap_title
@@ -233,6 +233,13 @@ async def test_hostile_meters_are_given_up_with_reasons_and_good_meters_land(fle
     }  # truncated and silent meters are transport failures: retried, logged, not dead letters
     assert "BER length 1048576 exceeds the cap of 65536 bytes" in dead["C1222-FLOOD"].reason
     assert {(d.head_end, d.adapter_type) for d in dead.values()} == {("c1222-north", "c1222")}
+    # Each dead letter keeps the bytes the meter sent: the APDU, or what was buffered when none could be framed.
+    assert {d.content_type for d in dead.values()} == {APDU_CONTENT_TYPE}
+    assert dead["C1222-EPSEM"].payload == GARBAGE_EPSEM
+    garbage = dead["C1222-GARBAGE"].payload
+    assert garbage and (b"\xde\xad\xbe\xef" * 64).startswith(garbage)
+    assert dead["C1222-FLOOD"].payload.startswith(b"\x60\x83\x10\x00\x00")
+    assert len(dead["C1222-FLOOD"].payload) <= CAP + 8 + 65_536  # the framer's buffer, never the claimed size
     await assert_good_meters_stored(hub, fleet)
 
 
@@ -247,13 +254,49 @@ class _LyingMeter(SimulatedMeter):
         return super().table(table_id, now)
 
 
-@pytest.mark.xfail(strict=True, raises=TableError, reason=(
-    "adapters/c1222 bug: a TableError raised by normalize.to_batch (ST62 divisor that does not divide the "
-    "interval data) escapes C1222Adapter.poll_meter, which only guards reader.read; poll_once raises, the hub "
-    "restarts the whole source, and no dead letter names the meter"))
 async def test_meter_lying_about_its_divisors_is_dead_lettered_not_fatal(fleet: FleetServer, hub: Hub) -> None:
-    fleet.meters[meter_ap_title(2)] = _LyingMeter(2, fleet.config.spec)
+    fleet.meters[meter_ap_title(2)] = liar = _LyingMeter(2, fleet.config.spec)
     outcome = await adapter_for(hub, good_meters(fleet)).poll_once()
     assert (outcome.meters_read, outcome.meters_failed) == (1, 1)
-    assert [d.reason_code for d in dead_letters(hub)] == ["C1219_TABLE_ERROR"]
+    (dead,) = dead_letters(hub)
+    assert (dead.head_end, dead.adapter_type, dead.reason_code) == ("c1222-north", "c1222", "C1219_TABLE_ERROR")
+    assert dead.reason.startswith("C1222-000002: LP channel 1: ST62 divisor 7 does not divide the interval data")
+    # The dead letter holds the table bytes as the meter returned them: the lying ST62 and the ST64 it scales.
+    assert dead.content_type == TABLES_CONTENT_TYPE
+    reads = decode_table_reads(dead.payload)
+    assert [r.data for r in reads if r.table == ST_LP_CTRL] == [liar.table(ST_LP_CTRL, NOW)]
+    lp = [r for r in reads if r.table == ST_LP_DATA_SET1]
+    assert lp and all(r.data == liar.lp_table(NOW, r.offset, len(r.data)) for r in lp)
+    # The other meter of the same poll landed; nothing of the liar did.
+    expected = expected_intervals(SimulatedMeter(1, fleet.config.spec), START, NOW)
+    assert await stored_intervals(hub, GOOD[0], pb.FLOW_DIRECTION_DELIVERED) == {
+        datetime.fromtimestamp(int(t), UTC): int(v) * 2 for t, v in zip(expected.ends, expected.values[:, 0],
+                                                                        strict=True)}
+    assert await stored_intervals(hub, GOOD[1]) == {}
 
+
+class _OverfullMeter(SimulatedMeter):
+    """ST63 claims more valid intervals in the newest block than ST61 says a block holds."""
+
+    def table(self, table_id: int, now: datetime) -> bytes | None:
+        if table_id == ST_LP_STATUS:
+            status = self.lp_status(now)
+            return dataclasses.replace(status, valid_intervals=3 * self.spec.intervals_per_block).encode(
+                self.spec.gen_config().order)
+        return super().table(table_id, now)
+
+
+async def test_meter_claiming_more_intervals_than_a_block_holds_is_a_table_error(fleet: FleetServer,
+                                                                                hub: Hub) -> None:
+    fleet.meters[meter_ap_title(2)] = liar = _OverfullMeter(2, fleet.config.spec)
+    outcome = await adapter_for(hub, good_meters(fleet)).poll_once()
+    assert (outcome.meters_read, outcome.meters_failed) == (1, 1)
+    (dead,) = dead_letters(hub)
+    assert dead.reason_code == "C1219_TABLE_ERROR"
+    assert dead.reason == (f"C1222-000002: ST63 NBR_VALID_INT {3 * liar.spec.intervals_per_block} exceeds the "
+                           f"{liar.spec.intervals_per_block} intervals of a block (ST61 NBR_BLK_INTS_SET1)")
+    reads = decode_table_reads(dead.payload)
+    assert [r.data for r in reads if r.table == ST_LP_STATUS] == [liar.table(ST_LP_STATUS, NOW)]
+    assert not [r for r in reads if r.table == ST_LP_DATA_SET1]  # refused before any block was read
+    assert await stored_intervals(hub, GOOD[0], pb.FLOW_DIRECTION_DELIVERED)
+    assert await stored_intervals(hub, GOOD[1]) == {}

@@ -41,6 +41,7 @@ from adapters.c1222.codec import (
     seal,
     table_checksum,
 )
+from adapters.c1222.session import ClientSession
 
 # IEEE 1703 / C12.22 "example 8" (as in c1222_std_example8.pcap): ciphered security + partial read of ST1.
 EXAMPLE8_REQUEST = bytes.fromhex(
@@ -257,3 +258,39 @@ def test_epsem_round_trip_property(services: list[bytes], invocation: int, mode:
     decoded = decode_apdu(wire)
     assert decoded.encode() == wire
     assert open_epsem(decoded, EXAMPLE8_KEYS) == epsem
+
+
+def _client_session() -> ClientSession:
+    session = ClientSession(called_ap_title=ApTitle((7, 1), True), calling_ap_title=ApTitle((99, 1), True))
+    session.send([FullRead(1)], 0.0)
+    return session
+
+
+@pytest.mark.parametrize(("received", "error", "kept"), [
+    # Not an APDU at all: the unframed bytes are kept.
+    (b"\xde\xad\xbe\xef", e.MalformedApdu, b"\xde\xad\xbe\xef"),
+    # A length claim above the cap: refused from the header, the header kept (never the claimed size).
+    (b"\x60\x83\x10\x00\x00", e.FrameTooLarge, b"\x60\x83\x10\x00\x00"),
+    # A framed APDU whose EPSEM is garbage: exactly that APDU is kept.
+    (Apdu(1, b"\x80\x05\x00", called_ap_title=ApTitle((99, 1), True), calling_ap_title=ApTitle((7, 1), True)).encode(),
+     e.MalformedEpsem, None),
+])
+def test_session_errors_keep_the_received_bytes(received: bytes, error: type[e.C1222Error],
+                                                kept: bytes | None) -> None:
+    session = _client_session()
+    session.receive_data(received)
+    with pytest.raises(error) as info:
+        session.next_event()
+    assert info.value.raw == (received if kept is None else kept)
+    assert info.value.raw_content_type == e.APDU_CONTENT_TYPE
+
+
+@given(st.binary(min_size=1, max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_garbage_responses_end_in_protocol_errors_that_keep_their_bytes(data: bytes) -> None:
+    session = _client_session()
+    try:
+        session.receive_data(data)
+        session.next_event()
+    except e.C1222Error as exc:
+        assert exc.raw and data.startswith(exc.raw)  # noqa: PT017 - the property is about the exception

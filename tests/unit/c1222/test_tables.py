@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.c1222.config import DEFAULT_CHANNELS, parse_config
 from adapters.c1222.errors import TableError
@@ -26,6 +29,7 @@ from adapters.c1222.tables import (
     TimeFormat,
     decode_lp_blocks,
     decode_stime,
+    decode_table_reads,
     encode_lp_block,
     encode_stime,
 )
@@ -158,3 +162,39 @@ def test_config_errors_name_the_key() -> None:
             parse_config({**base, **bad})
     with pytest.raises(ConfigError, match="meters"):
         parse_config({"type": "c1222"})
+
+
+@pytest.mark.parametrize("fmt", [TimeFormat.UINT32_MINUTES, TimeFormat.UINT32_SECONDS])
+def test_times_past_the_year_9999_are_table_errors(fmt: TimeFormat) -> None:
+    # UINT32 minutes reach the year 10136: a table error, not Python's OverflowError.
+    raw = b"\xff\xff\xff\xff"
+    if fmt is TimeFormat.UINT32_MINUTES:
+        with pytest.raises(TableError, match="past the year 9999"):
+            decode_stime(raw, fmt, "little")
+        with pytest.raises(TableError, match="ST52"):
+            Clock.decode(raw + b"\x00\x10", fmt, "little")
+    else:
+        assert decode_stime(raw, fmt, "little").year == 2106
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=64), st.sampled_from(list(TimeFormat)), st.sampled_from(["little", "big"]),
+       st.integers(1, 4), st.booleans())
+def test_garbage_tables_raise_only_table_errors(data: bytes, fmt: TimeFormat, order: str, channels: int,
+                                                scalar_divisor: bool) -> None:
+    decoders = [
+        lambda: GenConfig.decode(data),
+        lambda: LpDimensions.decode(data, order),  # type: ignore[arg-type]
+        lambda: LpControl.decode(data, order, channels, scalar_divisor),  # type: ignore[arg-type]
+        lambda: LpStatus.decode(data, order),  # type: ignore[arg-type]
+        lambda: Clock.decode(data, fmt, order),  # type: ignore[arg-type]
+        lambda: decode_stime(data[:5], fmt, order),  # type: ignore[arg-type]
+        lambda: ActualRegisters.decode(data),
+        lambda: CurrentRegisters.decode(data, ActualRegisters(0x04, 0, 0, channels, 1, 0, 1, 1, 0, 0), GenConfig()),
+        lambda: decode_lp_blocks(data, LpLayout(channels, 2, 15, IntFormat.UINT16, LpFlag.EXTENDED_INT_STATUS,
+                                                fmt, order)),  # type: ignore[arg-type]
+        lambda: decode_table_reads(data),
+    ]
+    for decode in decoders:
+        with contextlib.suppress(TableError):
+            decode()
