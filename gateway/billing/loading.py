@@ -13,9 +13,10 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, bindparam, select, text
+from sqlalchemy import Connection, Engine, select
 
 from gateway.billing.calendar import TariffCalendar
 from gateway.billing.config import SECONDS_PER_DAY
@@ -78,45 +79,63 @@ def all_service_points(conn: Connection, tariff: str, chunk: int = CHUNK) -> Ite
 
 
 def critical_peak_dates(conn: Connection, tariff: str) -> frozenset[dt.date]:
-    cpe = s.critical_peak_events
-    return frozenset(dt.date.fromisoformat(r[0])
-                     for r in conn.execute(select(cpe.c.event_date).where(cpe.c.tariff == tariff)))
+    return frozenset(dt.date.fromisoformat(r[0]) for r in _fetch(conn, _CRITICAL_PEAK, tariff))
 
 
-_ENERGY = {"kind": int(pb.MEASUREMENT_KIND_ACTIVE_ENERGY), "unit": int(pb.UNIT_WATT_HOUR),
-           "accumulation": int(pb.ACCUMULATION_DELTA), "flows": list(_FLOWS)}
-# Plain SQL built once: on a one-point request, composing select() objects
-# costs more than running the queries.
-_POINTS = text("SELECT service_point_id, tariff, net_metered FROM service_points "
-               "WHERE service_point_id IN :ids").bindparams(bindparam("ids", expanding=True))
-_INSTALLS = text(
+_ENERGY = (int(pb.MEASUREMENT_KIND_ACTIVE_ENERGY), int(pb.UNIT_WATT_HOUR), int(pb.ACCUMULATION_DELTA), list(_FLOWS))
+# Plain SQL on the driver's cursor: on a one-point request, composing and
+# compiling statements costs more than running them. "?" marks a parameter;
+# a list parameter stands for "(?, ?, ...)" inside IN (?).
+_POINTS = "SELECT service_point_id, tariff, net_metered FROM service_points WHERE service_point_id IN (?)"
+_INSTALLS = (
     "SELECT mi.service_point_id, mi.meter_id, mi.install_time_us, mi.remove_time_us, mi.start_read_wh, "
     "mi.final_read_wh, c.id, c.flow_direction, c.interval_seconds, c.power_of_ten_multiplier "
     "FROM meter_installs mi LEFT JOIN meters m ON m.meter_id = mi.meter_id "
-    "LEFT JOIN channels c ON c.meter_pk = m.id AND c.kind = :kind AND c.unit = :unit "
-    "AND c.accumulation = :accumulation AND c.interval_seconds > 0 AND c.flow_direction IN :flows "
-    "WHERE mi.service_point_id IN :ids AND mi.install_time_us < :end_us "
-    "AND (mi.remove_time_us = 0 OR mi.remove_time_us > :start_us) "
-    "ORDER BY mi.service_point_id, mi.install_time_us, c.flow_direction, c.interval_seconds, c.id"
-).bindparams(bindparam("ids", expanding=True), bindparam("flows", expanding=True))
-_BLOCKS = text(
-    'SELECT channel_id, day, "values", qualities FROM interval_blocks '
-    "WHERE channel_id IN :ids AND day >= :first_day AND day <= :last_day ORDER BY channel_id, day"
-).bindparams(bindparam("ids", expanding=True))
+    "LEFT JOIN channels c ON c.meter_pk = m.id AND c.kind = ? AND c.unit = ? "
+    "AND c.accumulation = ? AND c.interval_seconds > 0 AND c.flow_direction IN (?) "
+    "WHERE mi.service_point_id IN (?) AND mi.install_time_us < ? "
+    "AND (mi.remove_time_us = 0 OR mi.remove_time_us > ?) "
+    "ORDER BY mi.service_point_id, mi.install_time_us, c.flow_direction, c.interval_seconds, c.id")
+_BLOCKS = ('SELECT channel_id, day, "values", qualities FROM interval_blocks '
+           "WHERE channel_id IN (?) AND day >= ? AND day <= ? ORDER BY channel_id, day")
+_CRITICAL_PEAK = "SELECT event_date FROM critical_peak_events WHERE tariff = ?"
+
+
+def _fetch(conn: Connection, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` run on the connection's own DBAPI cursor (same transaction)."""
+    pieces = sql.split("?")
+    if len(pieces) != len(params) + 1:
+        raise ValueError(f"{len(pieces) - 1} placeholders for {len(params)} parameters")
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    text_parts = [pieces[0]]
+    flat: list[object] = []
+    for value, tail in zip(params, pieces[1:], strict=True):
+        if isinstance(value, list):
+            text_parts.append(", ".join([mark] * len(value)))
+            flat.extend(value)
+        else:
+            text_parts.append(mark)
+            flat.append(value)
+        text_parts.append(tail)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute("".join(text_parts), flat)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
 
 
 def load_service_points(conn: Connection, ids: Sequence[str], period: BillingPeriod, *,
                         tariff_override: str = "") -> list[ServicePointData | UnknownServicePoint]:
     """One entry per id, in order: the data of the service point, or why there is none."""
-    points = {r[0]: r for r in conn.execute(_POINTS, {"ids": list(ids)})}
+    points = {r[0]: r for r in _fetch(conn, _POINTS, list(ids))} if ids else {}
     start_us, end_us = period.start_s * 1_000_000, period.end_s * 1_000_000
     installs: dict[tuple[str, str, int], tuple[int, int, int]] = {}  # (sp, meter, install) -> remove, reads
     channels: dict[tuple[str, str, int], list[_Channel]] = defaultdict(list)
     seen: set[tuple[str, str, int, int]] = set()
     if points:
-        params = {"ids": list(points), "end_us": end_us, "start_us": start_us, **_ENERGY}
         for (sp_id, meter_id, install_us, remove_us, start_read, final_read, cid, flow, interval,
-             exponent) in conn.execute(_INSTALLS, params):
+             exponent) in _fetch(conn, _INSTALLS, *_ENERGY, list(points), end_us, start_us):
             key = (sp_id, meter_id, install_us)
             installs[key] = (remove_us, start_read, final_read)
             # One channel per flow: the finest interval where a meter has several.
@@ -154,8 +173,7 @@ def _channel_days(conn: Connection, channels: Sequence[_Channel], first_day: int
     if not channels:
         return {}
     rows: dict[int, tuple[list[int], list[bytes], list[bytes]]] = {c.channel_id: ([], [], []) for c in channels}
-    result = conn.execute(_BLOCKS, {"ids": list(rows), "first_day": first_day, "last_day": last_day})
-    for cid, day, values, qualities in result:
+    for cid, day, values, qualities in _fetch(conn, _BLOCKS, list(rows), first_day, last_day):
         d, v, q = rows[cid]
         d.append(day)
         v.append(values)
