@@ -17,6 +17,7 @@ sum; energies and demand leave as :class:`fractions.Fraction` in Wh and W
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -328,19 +329,29 @@ def stitch(period: BillingPeriod, segments: Sequence[MeterSegment], *, net_meter
 def to_decimal(value: Fraction, places: int = 6) -> Decimal:
     """Exact when the fraction has a finite decimal expansion, else rounded
     half-even to ``places`` decimals (only prorated splits need that)."""
-    den, twos, fives = value.denominator, 0, 0
-    while den % 2 == 0:
-        den, twos = den // 2, twos + 1
-    while den % 5 == 0:
-        den, fives = den // 5, fives + 1
-    digits = max(twos, fives) if den == 1 else places
-    # round() of a Fraction is exact and half-even; exact when den == 1.
+    return _ratio_decimal(value.numerator, value.denominator, places)
+
+
+def _ratio_decimal(num: int, den: int, places: int = 6) -> Decimal:
+    # Integer arithmetic only: this runs for every figure of every bill.
+    d, twos, fives = den, 0, 0
+    while d % 2 == 0:
+        d, twos = d // 2, twos + 1
+    while d % 5 == 0:
+        d, fives = d // 5, fives + 1
+    digits = max(twos, fives) if d == 1 else places
+    quotient, remainder = divmod(num * 10**digits, den)
+    # Half-even rounding (only reached when the expansion does not end).
+    if 2 * remainder > den or (2 * remainder == den and quotient % 2):
+        quotient += 1
     # The string constructor is exact; arithmetic would round to the context.
-    return Decimal(f"{round(value * 10**digits)}E-{digits}")
+    return Decimal(f"{quotient}E-{digits}")
 
 
 def kwh(wh: Fraction) -> Decimal:
-    return to_decimal(wh / 1000)
+    num, den = wh.numerator, wh.denominator * 1000
+    g = math.gcd(num, den)
+    return _ratio_decimal(num // g, den // g)
 
 
 def whole_and_remainder(*quantities: Fraction) -> tuple[list[tuple[int, int]], int]:
@@ -348,18 +359,12 @@ def whole_and_remainder(*quantities: Fraction) -> tuple[list[tuple[int, int]], i
     ``q == whole + num / den`` for each, ``0 <= num < den`` (the TouBucket form)."""
     den = 1
     for q in quantities:
-        den = den * q.denominator // _gcd(den, q.denominator)
+        den = den * q.denominator // math.gcd(den, q.denominator)
     parts = []
     for q in quantities:
-        whole = q.numerator // q.denominator
-        parts.append((whole, int((q - whole) * den)))
+        whole, rest = divmod(q.numerator, q.denominator)
+        parts.append((whole, rest * (den // q.denominator)))
     return parts, den
-
-
-def _gcd(a: int, b: int) -> int:
-    while b:
-        a, b = b, a % b
-    return a
 
 
 @dataclass(frozen=True, slots=True)
