@@ -58,6 +58,7 @@ SERVICE_NAMES = tuple(
     for service in module.DESCRIPTOR.services_by_name.values()
 )
 HEALTH_CHECK_SECONDS = 5.0
+SOURCE_HEALTH_PREFIX = "meterhub.source."
 ADAPTER_RESTART_SECONDS = (1.0, 30.0)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -96,6 +97,9 @@ class Hub:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
+        self._adapters: dict[str, Adapter] = {}
+        # Last health reported per source that can tell its connectivity.
+        self._source_health: dict[str, bool] = {}
         self.grpc_port = 0
 
     @property
@@ -153,8 +157,7 @@ class Hub:
             self.metrics_port = self.metrics.serve(host.strip("[]"), int(port))
         self._tasks.append(asyncio.create_task(self._watch_store(), name="store-health"))
         for source in self.config.sources:
-            adapter = self.create_adapter(source)
-            self._tasks.append(asyncio.create_task(self._supervise(source.name, adapter), name=source.name))
+            self.add_adapter(source.name, self.create_adapter(source))
         for sink in self.config.outbound:
             outbound = build_outbound(sink.name, sink.settings, self.engine, self.pipeline)
             self._tasks.append(asyncio.create_task(self._supervise(f"outbound {sink.name}", outbound),
@@ -167,7 +170,8 @@ class Hub:
         return adapter
 
     def add_adapter(self, name: str, adapter: Adapter) -> None:
-        """Run an adapter built by the caller (the demo), supervised like configured ones."""
+        """Run an adapter, supervised (configured sources, or one the demo built)."""
+        self._adapters[name] = adapter
         self._tasks.append(asyncio.create_task(self._supervise(name, adapter), name=name))
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -213,6 +217,25 @@ class Hub:
                 logger.warning("store is %s", "reachable again" if ok else "unreachable")
                 await self._set_health(ok)
                 healthy = ok
+            await self.check_sources()
+
+    async def check_sources(self) -> None:
+        """Health per source that reports connectivity (an MQTT broker, say),
+        under the service name ``meterhub.source.<name>``. The hub's own status
+        ("") follows the store only: a lost broker stops one source, while
+        billing and CIS calls are still answered."""
+        for name, adapter in self._adapters.items():
+            connected = getattr(adapter, "connected", None)
+            if not isinstance(connected, bool):
+                continue
+            self.metrics.source_connected.labels(name).set(1 if connected else 0)
+            if self._source_health.get(name) != connected:
+                if name in self._source_health:
+                    logger.warning("source %s is %s", name, "connected again" if connected else "disconnected")
+                self._source_health[name] = connected
+                await self._health.set(f"{SOURCE_HEALTH_PREFIX}{name}",
+                                       health_pb2.HealthCheckResponse.SERVING if connected
+                                       else health_pb2.HealthCheckResponse.NOT_SERVING)
 
     def _store_reachable(self) -> bool:
         try:

@@ -35,6 +35,9 @@ class HubMetrics:
                                   "Now minus the newest interval end a head-end delivered", ["head_end"],
                                   registry=self.registry)
         self.store_up = Gauge("meterhub_store_up", "1 when the store answers", registry=self.registry)
+        self.source_connected = Gauge("meterhub_source_connected",
+                                      "1 while a source is connected to its broker or head-end", ["source"],
+                                      registry=self.registry)
         self._server: Any = None
         self._thread: Thread | None = None
 

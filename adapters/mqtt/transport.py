@@ -104,6 +104,8 @@ class MqttAdapter:
         self._backoff = Backoff(config.reconnect_min_seconds, config.reconnect_max_seconds)
         # Set once the first SUBACK arrived; tests and the demo wait on it.
         self.subscribed = asyncio.Event()
+        # True while subscribed on a live connection (the hub's health reads it).
+        self.connected = False
 
     async def run(self) -> None:
         """Connect, subscribe and ingest; reconnect with back-off on any
@@ -130,12 +132,15 @@ class MqttAdapter:
                 self._backoff.reset()
                 self.stats.subscriptions += 1
                 self.subscribed.set()
+                self.connected = True
                 self._log.info("mqtt source %s: subscribed to %s on %s:%d (MQTT %s, client id %s)",
                                self.config.name, ", ".join(self.config.subscriptions), self.config.host,
                                self.config.port, self.config.protocol, self.config.client_id)
                 await self._consume(client, paho)
         except aiomqtt.MqttError as exc:
             raise MqttConnectionError(f"broker {self.config.host}:{self.config.port}: {exc}") from exc
+        finally:
+            self.connected = False
 
     def _new_client(self) -> aiomqtt.Client:
         config = self.config
