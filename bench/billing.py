@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -142,11 +144,26 @@ def raw_baseline(engine: Engine, days: int) -> tuple[float, int, int]:
     return time.perf_counter() - started, rows, total
 
 
-def period_message(period: BillingPeriod) -> bill.BillingPeriod:
+def grpc_client(target: str, picks: list[str], start_s: int, end_s: int) -> tuple[list[float], int, int, float]:
+    """In the client process: time single requests, then stream the whole cycle."""
     message = bill.BillingPeriod()
-    message.start_time.FromDatetime(period.start)
-    message.end_time.FromDatetime(period.end)
-    return message
+    message.start_time.FromSeconds(start_s)
+    message.end_time.FromSeconds(end_s)
+    with grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)]) as channel:
+        stub = bill_grpc.BillingServiceStub(channel)
+        latencies = []
+        for sp in picks:
+            started = time.perf_counter()
+            response = stub.GetBillingDeterminants(bill.GetBillingDeterminantsRequest(service_point_id=sp,
+                                                                                      period=message))
+            latencies.append(time.perf_counter() - started)
+            assert response.determinants.counts.expected > 0
+        started = time.perf_counter()
+        streamed = billable = 0
+        for item in stub.StreamBillCycle(bill.StreamBillCycleRequest(period=message)):
+            streamed += 1
+            billable += item.determinants.billable
+        return latencies, streamed, billable, time.perf_counter() - started
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -173,26 +190,15 @@ async def measure(engine: Engine, store: str, points: int, period: BillingPeriod
         f"p99 {percentile(in_process, 0.99) * 1e3:.2f} ms ({samples} samples)")
 
     config = HubConfig(store=store, grpc=GrpcConfig(listen="127.0.0.1:0"), billing=settings)
-    async with Hub(config, engine=engine) as hub, grpc.aio.insecure_channel(hub.grpc_target) as channel:
-        stub = bill_grpc.BillingServiceStub(channel)
-        message = period_message(period)
-        over_grpc = []
-        for sp in picks:
-            started = time.perf_counter()
-            response = await stub.GetBillingDeterminants(
-                bill.GetBillingDeterminantsRequest(service_point_id=sp, period=message))
-            over_grpc.append(time.perf_counter() - started)
-            assert response.determinants.counts.expected > 0
-        out(f"single service point-month, GetBillingDeterminants over gRPC: "
-            f"p50 {statistics.median(over_grpc) * 1e3:.2f} ms, p99 {percentile(over_grpc, 0.99) * 1e3:.2f} ms "
-            "(target: p99 under 5 ms)")
-
-        started = time.perf_counter()
-        streamed = billable = 0
-        async for item in stub.StreamBillCycle(bill.StreamBillCycleRequest(period=message)):
-            streamed += 1
-            billable += item.determinants.billable
-        cycle = time.perf_counter() - started
+    # The client is a process of its own, as a billing system is: its decoding
+    # does not share the hub's interpreter.
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as client:
+        async with Hub(config, engine=engine) as hub:
+            over_grpc, streamed, billable, cycle = await asyncio.get_running_loop().run_in_executor(
+                client, grpc_client, hub.grpc_target, picks, period.start_s, period.end_s)
+    out(f"single service point-month, GetBillingDeterminants over gRPC: "
+        f"p50 {statistics.median(over_grpc) * 1e3:.2f} ms, p99 {percentile(over_grpc, 0.99) * 1e3:.2f} ms "
+        "(target: p99 under 5 ms)")
     out(f"bill cycle, StreamBillCycle over gRPC: {streamed:,} service points in {cycle:.1f} s "
         f"({streamed / cycle:,.0f} points/s, {billable:,} billable; target: 100,000 in under 120 s)")
     if streamed != points:
