@@ -215,14 +215,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=1000, help="single-point requests timed (default 1000)")
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--sqlite-dir", type=Path, default=None, help="where the SQLite file goes (default: temp)")
+    parser.add_argument("--sqlite-file", type=Path, default=None,
+                        help="keep the generated store in this file and reuse it when it exists (same options)")
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     period = BillingPeriod(PERIOD_START, PERIOD_START + timedelta(days=args.days))
     with tempfile.TemporaryDirectory(dir=args.sqlite_dir) as tmp:
         schema = ""
+        reuse = False
         if args.store == "sqlite":
-            location = str(Path(tmp) / "billing.sqlite")
+            location = str(args.sqlite_file or Path(tmp) / "billing.sqlite")
+            reuse = args.sqlite_file is not None and args.sqlite_file.exists()
             engine = open_engine(location)
         else:
             schema = f"mh_bench_{uuid.uuid4().hex[:10]}"
@@ -236,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
             out(f"billing bench: {args.service_points:,} service points x {args.days} days of 15-minute data, "
                 f"{args.store} store, tariff {TARIFF}")
             started = time.perf_counter()
-            generate(engine, args.service_points, args.days, args.seed)
+            if reuse:
+                out(f"  reusing {location}")
+            else:
+                generate(engine, args.service_points, args.days, args.seed)
             if engine.dialect.name == "postgresql":
                 with engine.begin() as conn:
                     conn.execute(text("ANALYZE"))
