@@ -133,7 +133,10 @@ class MultiSpeakAdapter:
         host, port = cfg.callback_host_port
         self.callback_server = HttpServer(self.callback.handle, host=host, port=port,
                                           max_body_bytes=cfg.max_callback_bytes, ssl_context=tls,
-                                          read_timeout=cfg.timeout_seconds)
+                                          read_timeout=cfg.timeout_seconds,
+                                          max_connections=cfg.callback_max_connections,
+                                          on_too_large=self.callback.too_large,
+                                          error_response=self.callback.error_response)
         await self.callback_server.start()
         self._callback_ready.set()
         logger.info("%s: MultiSpeak callback endpoint at %s", self.name, self.callback_url)
@@ -239,7 +242,7 @@ class MultiSpeakAdapter:
                 decoded.extend(self.decoder.formatted_blocks(items))
             reads += await self._deliver(decoded, raw, operation)
             remaining = message.header.objects_remaining
-            if not remaining or not message.header.last_sent:
+            if remaining is None or remaining <= 0 or not message.header.last_sent:
                 return reads
             if message.header.last_sent == last_received:
                 raise UnexpectedContent(f"{operation}: LastSent {last_received!r} repeats; paging does not advance")

@@ -12,17 +12,18 @@ from typing import Any
 
 from lxml import etree  # type: ignore[import-untyped]
 
-from adapters.multispeak.errors import MultiSpeakProtocolError, UnknownTransaction
-from adapters.multispeak.http_server import HttpRequest, HttpResponse
+from adapters.multispeak.errors import MultiSpeakProtocolError, UnknownTransaction, XmlTooLarge
+from adapters.multispeak.http_server import HttpRequest, HttpResponse, TooLarge
 from adapters.multispeak.readings import Decoded, ReadingDecoder
 from adapters.multispeak.soap import CB_SERVER, MSP_NS, MessageHeader, MultiSpeakCodec, SoapMessage, error_objects
 from adapters.multispeak.transactions import Transactions
 from adapters.port import IngestPort
-from gateway.errors import IngestRejected
+from gateway.errors import IngestRejected, MeterhubError, Overloaded, StoreUnavailable
 from meterhub.v1 import model_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
+BATCH_CONTENT_TYPE = "application/x-protobuf; messageType=meterhub.v1.ReadingBatch"
 _NOTIFICATIONS = ("ReadingChangedNotification", "IntervalDataNotification", "FormattedBlockNotification")
 
 
@@ -96,7 +97,11 @@ class CallbackEndpoint:
             try:
                 await self.port.submit(batch)
             except IngestRejected as exc:
-                errors.append((transaction_id, f"{exc.reason}: {exc.message}"))
+                logger.warning("%s %s: batch rejected by ingest: %s", message.operation, transaction_id, exc.message)
+                await self.port.dead_letter(batch.SerializeToString(), reason_code=exc.reason,
+                                            reason=f"{message.operation} {transaction_id}: {exc.message}",
+                                            content_type=BATCH_CONTENT_TYPE)
+                errors.append((transaction_id, f"{exc.reason}: {exc.message[:200]}"))
         return errors
 
     def _decode(self, operation: str, body: etree._Element) -> Decoded:
@@ -115,3 +120,18 @@ class CallbackEndpoint:
 
     def _fault(self, code: str, text: str) -> HttpResponse:
         return HttpResponse(500, self.codec.build_fault(code, text))
+
+    def error_response(self, exc: Exception) -> HttpResponse:
+        """The answer when handling a request failed on our side: a soap:Server fault (the head-end
+        may send again). The HTTP server has logged the exception with its traceback."""
+        if isinstance(exc, StoreUnavailable | Overloaded):
+            return self._fault("Server", f"{exc.reason}: the hub cannot take readings now; send them again later")
+        reason = exc.reason if isinstance(exc, MeterhubError) else "INTERNAL"
+        return self._fault("Server", f"{reason}: the hub failed to process the request")
+
+    async def too_large(self, refused: TooLarge) -> None:
+        """A body above max_callback_bytes, refused with 413: its request head and first bytes are kept."""
+        reason = f"callback: {refused.describe()}"
+        logger.warning("%s", reason)
+        await self.port.dead_letter(refused.evidence(), reason_code=XmlTooLarge.reason, reason=reason,
+                                    content_type="message/http")

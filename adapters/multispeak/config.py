@@ -50,6 +50,8 @@ class MultiSpeakConfig:
     callback_password: str = field(default="", repr=False)
     callback_tls_cert_file: str = ""
     callback_tls_key_file: str = ""
+    # Connections the callback endpoint serves at once; more get HTTP 503 without being read.
+    callback_max_connections: int = 64
     timeout_seconds: float = 30.0
     max_retries: int = 3
     retry_backoff_seconds: float = 0.5
@@ -154,7 +156,8 @@ def parse_config(raw: Mapping[str, Any]) -> MultiSpeakConfig:
                 "callback_tls_cert_file", "callback_tls_key_file", "tls_ca_file", "tls_cert_file", "tls_key_file"):
         values[key] = _typed(raw, key, str, d[key].default)
     for key in ("interval_minutes", "backfill_days", "request_days", "initiate_batch_size", "max_retries",
-                "max_concurrency", "max_response_bytes", "max_callback_bytes", "value_exponent"):
+                "max_concurrency", "max_response_bytes", "max_callback_bytes", "value_exponent",
+                "callback_max_connections"):
         values[key] = _typed(raw, key, int, d[key].default)
     for key in ("poll_interval_seconds", "initiate_interval_seconds", "transaction_expiry_seconds",
                 "timeout_seconds", "retry_backoff_seconds", "retry_backoff_max_seconds"):
@@ -173,7 +176,7 @@ def parse_config(raw: Mapping[str, Any]) -> MultiSpeakConfig:
     if minutes <= 0 or 86400 % (minutes * 60):
         raise ConfigError(f"interval_minutes must divide a day, got {minutes}", metadata={"key": "interval_minutes"})
     for key in ("backfill_days", "request_days", "initiate_batch_size", "max_concurrency",
-                "max_response_bytes", "max_callback_bytes"):
+                "max_response_bytes", "max_callback_bytes", "callback_max_connections"):
         if values[key] <= 0:
             raise ConfigError(f"{key} must be positive, got {values[key]}", metadata={"key": key})
     for key in ("max_retries",):

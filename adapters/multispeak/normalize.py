@@ -7,10 +7,12 @@ V...) x 10^exponent, the exponent chosen so no digit is lost. Floats never touch
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from adapters.multispeak.errors import UndecodableReading
@@ -19,6 +21,15 @@ from meterhub.v1 import model_pb2 as pb
 logger = logging.getLogger(__name__)
 
 INT64_MAX = 2**63 - 1
+# Significant digits of a value: int64 has 19, anything longer overflows (and int() refuses
+# strings above 4300 digits with a ValueError).
+MAX_DIGITS = 40
+# Intervals one block or one formattedBlock series may span.
+MAX_INTERVALS = 100_000
+# A formattedBlock field name becomes the channel's device_channel, stored in 64 characters.
+MAX_DEVICE_CHANNEL_CHARS = 64
+# Distinct unknown status codes remembered (and logged once each); the rest are only counted.
+MAX_UNKNOWN_STATUS_CODES = 256
 _WORDS = re.compile(r"[a-z0-9]+")
 _CIM_CODE = re.compile(r"\d+(?:\.\d+){17}", re.ASCII)
 
@@ -100,6 +111,20 @@ class StatusMapper:
         for code, bits in (extra or {}).items():
             self._table[code.lower().translate(_STATUS_STRIP)] = bits
         self.unknown: dict[str, int] = {}
+        # Occurrences of unknown codes beyond the first MAX_UNKNOWN_STATUS_CODES distinct ones.
+        self.unknown_overflow = 0
+
+    def _unknown(self, code: str) -> None:
+        if code in self.unknown:
+            self.unknown[code] += 1
+        elif len(self.unknown) < MAX_UNKNOWN_STATUS_CODES:
+            logger.warning("unknown MultiSpeak reading status code %r: no quality flag set", code[:64])
+            self.unknown[code] = 1
+        else:
+            if not self.unknown_overflow:
+                logger.warning("more than %d distinct unknown MultiSpeak status codes: no longer logged",
+                               MAX_UNKNOWN_STATUS_CODES)
+            self.unknown_overflow += 1
 
     def flags(self, codes: Iterable[str]) -> int:
         bits = 0
@@ -109,9 +134,7 @@ class StatusMapper:
                 continue
             found = self._table.get(key)
             if found is None:
-                if code not in self.unknown:
-                    logger.warning("unknown MultiSpeak reading status code %r: no quality flag set", code)
-                self.unknown[code] = self.unknown.get(code, 0) + 1
+                self._unknown(code)
                 continue
             bits |= found
         return bits
@@ -123,7 +146,7 @@ def decimal_counts(texts: Sequence[str], prefix: int, value_exponent: int) -> tu
     counts x 10^exponent are the values in the base unit. Empty strings are missing
     intervals (count 0). Anything else that is not a plain decimal raises UndecodableReading.
     """
-    parsed: list[tuple[str, str, str] | None] = []
+    parsed: list[tuple[str, str, int, str] | None] = []
     max_decimals = 0
     for text in texts:
         if not text:
@@ -139,7 +162,10 @@ def decimal_counts(texts: Sequence[str], prefix: int, value_exponent: int) -> tu
             if len(fraction) > 30:
                 raise UndecodableReading(f"value {text[:40]!r} has more than 30 decimals")
             max_decimals = len(fraction)
-        parsed.append((sign, whole, fraction))
+        whole = whole.lstrip("0")
+        if len(whole) > MAX_DIGITS:
+            raise UndecodableReading(f"value {text[:40]!r}... has {len(whole)} integer digits: it overflows 64 bits")
+        parsed.append((sign, whole + fraction, len(fraction), text))
     exponent = min(value_exponent, prefix - max_decimals)
     scale = [10 ** (prefix - d - exponent) for d in range(max_decimals + 1)]
     counts: list[int] = []
@@ -149,10 +175,10 @@ def decimal_counts(texts: Sequence[str], prefix: int, value_exponent: int) -> tu
             counts.append(0)
             missing.append(True)
             continue
-        sign, whole, fraction = item
-        count = int(whole + fraction) * scale[len(fraction)]
+        sign, digits, decimals, text = item
+        count = int(digits or "0") * scale[decimals]
         if count > INT64_MAX:
-            raise UndecodableReading(f"value {sign}{whole}.{fraction} overflows 64 bits at 10^{exponent}")
+            raise UndecodableReading(f"value {text[:60]} overflows 64 bits at 10^{exponent}")
         counts.append(-count if sign == "-" else count)
         missing.append(False)
     return counts, missing, exponent
@@ -207,7 +233,28 @@ def _aware(value: Any, what: str) -> datetime:
         raise UndecodableReading(f"{what} is missing")
     if value.tzinfo is None or value.utcoffset() is None:
         raise UndecodableReading(f"{what} {value.isoformat()} has no UTC offset")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00+01:00 is before the first representable instant
+        raise UndecodableReading(f"{what} {value.isoformat()} is outside the years 1-9999 in UTC") from exc
+
+
+def _later(moment: datetime, seconds: int, what: str) -> datetime:
+    try:
+        return moment + timedelta(seconds=seconds)
+    except OverflowError as exc:
+        raise UndecodableReading(f"{what}: {moment.isoformat()} + {seconds} s is past the year 9999") from exc
+
+
+def _index(value: Any, what: str) -> int:
+    """An xsd:int / xsd:integer element as zeep decoded it; an empty element is None."""
+    if value is None:
+        raise UndecodableReading(f"{what} is missing or empty")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UndecodableReading(f"{what} {value!r} is not an integer")
+    if not -(2**31) <= value < 2**31:
+        raise UndecodableReading(f"{what} {str(value)[:24]}... is outside the 32-bit range of an xsd:int")
+    return value
 
 
 def _duration_seconds(value: Any, what: str) -> int:
@@ -217,9 +264,18 @@ def _duration_seconds(value: Any, what: str) -> int:
     scale = {"Seconds": 1, "Minutes": 60, "Hours": 3600, "Days": 86400}.get(units)
     amount = value["_value_1"]
     if scale is None or amount is None:
-        raise UndecodableReading(f"{what} {amount!r} {units!r} is not a usable interval length")
-    seconds = amount * scale
-    if seconds != int(seconds) or int(seconds) <= 0 or 86400 % int(seconds):
+        raise UndecodableReading(f"{what} {amount!r} {units[:20]!r} is not a usable interval length")
+    if isinstance(amount, bool) or not isinstance(amount, int | float | Decimal):
+        raise UndecodableReading(f"{what} {amount!r} is not a number")
+    if isinstance(amount, float) and not math.isfinite(amount):
+        raise UndecodableReading(f"{what} {amount} {units} is not a finite interval length")
+    try:
+        # xsd:float arrives as a binary float: its shortest decimal form is what was written (0.25 Hours).
+        seconds = Decimal(repr(amount) if isinstance(amount, float) else amount) * scale
+    except (InvalidOperation, ValueError) as exc:
+        raise UndecodableReading(f"{what} {amount!r} {units} is not a usable interval length") from exc
+    if not seconds.is_finite() or seconds != seconds.to_integral_value() or not 0 < seconds <= 86400 \
+            or 86400 % int(seconds):
         raise UndecodableReading(f"{what} {amount} {units} does not divide a day into whole seconds")
     return int(seconds)
 
@@ -244,20 +300,40 @@ class Profile:
     channels: Mapping[int, Channel]
 
 
-def profiles(interval_data: Any) -> dict[str, Profile]:
-    """The profiles of an intervalData element (raises UndecodableReading)."""
-    out: dict[str, Profile] = {}
+def _profile(p: Any, pid: str) -> Profile:
+    seconds = _duration_seconds(p["intervalLength"], f"profile {pid!r} intervalLength")
+    channels: dict[int, Channel] = {}
+    for ch in (p["channels"] or {"channel": []})["channel"]:
+        index = _index(ch["index"], f"profile {pid!r}: a channel's index")
+        channels[index] = Channel(index, ch["units"] or "", (ch["fieldName"] or "", ch["fieldDescription"] or ""))
+    return Profile(pid, seconds, channels)
+
+
+# A profile as decoded, or why it could not be.
+ProfileEntry = Profile | UndecodableReading
+
+
+def profiles(interval_data: Any) -> dict[str, ProfileEntry]:
+    """The profiles of an intervalData element, each decoded on its own: an undecodable one maps
+    to its error, so only the blocks that refer to it are lost."""
+    out: dict[str, ProfileEntry] = {}
     for p in (interval_data["profiles"] or {"profile": []})["profile"]:
         pid = p["profileID"] or ""
-        seconds = _duration_seconds(p["intervalLength"], f"profile {pid!r} intervalLength")
-        channels: dict[int, Channel] = {}
-        for ch in (p["channels"] or {"channel": []})["channel"]:
-            if ch["index"] is None:
-                raise UndecodableReading(f"profile {pid!r} has a channel without index")
-            channels[int(ch["index"])] = Channel(int(ch["index"]), ch["units"] or "",
-                                                 (ch["fieldName"] or "", ch["fieldDescription"] or ""))
-        out[pid] = Profile(pid, seconds, channels)
+        try:
+            out[pid] = _profile(p, pid)
+        except UndecodableReading as exc:
+            out[pid] = exc
     return out
+
+
+def profile_for(pid: str, known: Mapping[str, ProfileEntry]) -> tuple[str, ProfileEntry]:
+    """The profile a block's profileID names (an empty one means the only profile there is)."""
+    entry = known.get(pid)
+    if entry is None and not pid and len(known) == 1:
+        pid, entry = next(iter(known.items()))
+    if entry is None:
+        raise UndecodableReading(f"block refers to unknown profile {pid[:80]!r}")
+    return pid, entry
 
 
 def _split(text: str, delimiter: str) -> list[str]:
@@ -282,19 +358,17 @@ class Delimiters:
         return cls(interval, status)
 
 
-def interval_blocks(block: Any, known: Mapping[str, Profile], delimiters: Delimiters, statuses: StatusMapper,
-                    *, value_exponent: int = 0, max_intervals: int = 100_000) -> list[pb.IntervalBlock]:
+def interval_blocks(block: Any, known: Mapping[str, ProfileEntry], delimiters: Delimiters,
+                    statuses: StatusMapper, *, value_exponent: int = 0,
+                    max_intervals: int = MAX_INTERVALS) -> list[pb.IntervalBlock]:
     """One intervalData block (one meter, one profile) -> one IntervalBlock per channel."""
-    pid = block["profileID"] or ""
-    profile = known.get(pid)
-    if profile is None and not pid and len(known) == 1:
-        profile = next(iter(known.values()))
-    if profile is None:
-        raise UndecodableReading(f"block refers to unknown profile {pid!r}")
+    pid, profile = profile_for(block["profileID"] or "", known)
+    if isinstance(profile, UndecodableReading):
+        raise UndecodableReading(f"block refers to profile {pid[:80]!r}, which is undecodable: {profile.message}")
     meter_id, service_type = _meter_id(block["meterID"])
     start = _aware(block["intervalStart"], f"meter {meter_id} block intervalStart")
     seconds = profile.interval_seconds
-    first_end = start + timedelta(seconds=seconds)
+    first_end = _later(start, seconds, f"meter {meter_id} block intervalStart")
     if int(first_end.timestamp()) % seconds or first_end.microsecond:
         raise UndecodableReading(f"meter {meter_id}: intervals from {start.isoformat()} are not aligned "
                                  f"to {seconds} s")
@@ -306,9 +380,10 @@ def interval_blocks(block: Any, known: Mapping[str, Profile], delimiters: Delimi
         common = [statuses.flags(t.split(delimiters.status)) for t in _split(db["cS"], delimiters.interval)]
     out: list[pb.IntervalBlock] = []
     for ch in db["chs"]["ch"]:
-        channel = profile.channels.get(int(ch["idx"]))
+        idx = _index(ch["idx"], f"meter {meter_id}: a channel's idx")
+        channel = profile.channels.get(idx)
         if channel is None:
-            raise UndecodableReading(f"meter {meter_id}: channel {ch['idx']} is not in profile {pid!r}")
+            raise UndecodableReading(f"meter {meter_id}: channel {idx} is not in profile {pid[:80]!r}")
         tokens = _split(ch["d"] or "", delimiters.interval)
         if len(tokens) > max_intervals:
             raise UndecodableReading(f"meter {meter_id}: {len(tokens)} intervals in one block (cap {max_intervals})")
@@ -378,8 +453,8 @@ _FB_TIME = ("intervalend", "readingdate", "timestamp", "intervalenddate", "datet
 _FB_STATUS = ("status", "readingstatuscode", "statuscode")
 
 
-def formatted_block_blocks(fb: Any, interval_seconds: int, statuses: StatusMapper, *,
-                           value_exponent: int = 0) -> tuple[list[pb.IntervalBlock], list[str]]:
+def formatted_block_blocks(fb: Any, interval_seconds: int, statuses: StatusMapper, *, value_exponent: int = 0,
+                           max_intervals: int = MAX_INTERVALS) -> tuple[list[pb.IntervalBlock], list[str]]:
     """A load-profile formattedBlock -> IntervalBlocks (gaps flagged MISSING), and reasons for bad records."""
     separator = fb["separator"] or ","
     syntax = (fb["valSyntax"] or {"syntaxItem": []})["syntaxItem"]
@@ -388,9 +463,9 @@ def formatted_block_blocks(fb: Any, interval_seconds: int, statuses: StatusMappe
     for item in syntax:
         name = (item["fieldName"] or "").strip()
         key = name.lower().translate(_STATUS_STRIP)
-        if item["position"] is None:
-            raise UndecodableReading(f"formattedBlock syntax item {name!r} has no position")
-        pos = int(item["position"])
+        pos = _index(item["position"], f"formattedBlock syntax item {name[:40]!r}: position")
+        if pos < 0:
+            raise UndecodableReading(f"formattedBlock syntax item {name[:40]!r} has a negative position {pos}")
         if key in _FB_METER:
             meter_pos = pos
         elif key in _FB_TIME:
@@ -398,6 +473,9 @@ def formatted_block_blocks(fb: Any, interval_seconds: int, statuses: StatusMappe
         elif key in _FB_STATUS:
             status_pos = pos
         elif item["uom"]:
+            if len(name) > MAX_DEVICE_CHANNEL_CHARS:
+                raise UndecodableReading(f"formattedBlock field name {name[:40]!r}... is longer than "
+                                         f"{MAX_DEVICE_CHANNEL_CHARS} characters")
             value_fields.append((pos, name, item["uom"]))
     if meter_pos is None or time_pos is None or not value_fields:
         raise UndecodableReading("formattedBlock syntax needs MeterID, an interval end time and a value field")
@@ -426,7 +504,7 @@ def formatted_block_blocks(fb: Any, interval_seconds: int, statuses: StatusMappe
         try:
             rt, prefix = reading_type(uom, (name,), register=False)
             first, last = min(points), max(points)
-            n = int((last - first) / step) + 1
+            n = _span(first, last, step, max_intervals)
             times = [first + i * step for i in range(n)]
             texts = [points.get(t, ("", 0))[0] for t in times]
             counts, missing, exponent = decimal_counts(texts, prefix, value_exponent)
@@ -442,6 +520,14 @@ def formatted_block_blocks(fb: Any, interval_seconds: int, statuses: StatusMappe
         ib.first_interval_end_time.FromDatetime(first)
         out.append(ib)
     return out, errors
+
+
+def _span(first: datetime, last: datetime, step: timedelta, cap: int) -> int:
+    n = (last - first) // step + 1
+    if n > cap:
+        raise UndecodableReading(f"records from {first.isoformat()} to {last.isoformat()} span {n} intervals "
+                                 f"(cap {cap})")
+    return n
 
 
 def _parse_time(text: str) -> datetime:

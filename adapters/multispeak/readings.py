@@ -16,6 +16,7 @@ from adapters.multispeak.normalize import (
     StatusMapper,
     formatted_block_blocks,
     interval_blocks,
+    profile_for,
     profiles,
     register_reads,
 )
@@ -53,6 +54,17 @@ def _bytes(element: etree._Element) -> bytes:
     return bytes(etree.tostring(element, encoding="utf-8"))
 
 
+def _with_profiles(head: etree._Element, block_els: list[etree._Element]) -> bytes:
+    """Rejected blocks with the intervalData header (profiles, delimiters) they need to be read by hand."""
+    kept = etree.Element(head.tag, nsmap=head.nsmap)
+    for child in head:
+        kept.append(etree.fromstring(etree.tostring(child)))
+    blocks = etree.SubElement(kept, _BLOCKS)
+    for block_el in block_els:
+        blocks.append(block_el)
+    return _bytes(kept)
+
+
 class ReadingDecoder:
     def __init__(self, codec: MultiSpeakCodec, statuses: StatusMapper, *, value_exponent: int,
                  interval_seconds: int) -> None:
@@ -62,7 +74,12 @@ class ReadingDecoder:
         self.interval_seconds = interval_seconds
 
     def interval_data(self, element: etree._Element) -> Decoded:
-        """One <intervalData> (or <intervalReads>): profiles first, then each block on its own."""
+        """One <intervalData> (or <intervalReads>): profiles first, then each block on its own.
+
+        An undecodable header rejects the element whole; an undecodable profile rejects the
+        blocks that refer to it, together (one dead letter per profile); any other undecodable
+        block rejects that block alone.
+        """
         out = Decoded()
         blocks_el = element.find(_BLOCKS)
         block_els = list(blocks_el.iterfind(_BLOCK)) if blocks_el is not None else []
@@ -77,18 +94,24 @@ class ReadingDecoder:
                 element.append(blocks_el)
             out.rejected.append(Rejected(_bytes(element), exc.reason, f"intervalData: {exc.message}"))
             return out
+        orphans: dict[str, list[etree._Element]] = {}
         for block_el in block_els:
             try:
                 block = self.codec.decode("intervalBlock", block_el)
+                pid, profile = profile_for(block["profileID"] or "", known)
+                if isinstance(profile, UndecodableReading):
+                    orphans.setdefault(pid, []).append(block_el)
+                    continue
                 out.blocks.extend(interval_blocks(block, known, delimiters, self.statuses,
                                                   value_exponent=self.value_exponent))
             except MultiSpeakProtocolError as exc:
-                # Keep the profiles with the rejected block so the operator can decode it by hand.
-                kept = etree.Element(element.tag, nsmap=element.nsmap)
-                for child in element:
-                    kept.append(etree.fromstring(etree.tostring(child)))
-                etree.SubElement(kept, _BLOCKS).append(block_el)
-                out.rejected.append(Rejected(_bytes(kept), exc.reason, f"intervalData block: {exc.message}"))
+                out.rejected.append(Rejected(_with_profiles(element, [block_el]), exc.reason,
+                                             f"intervalData block: {exc.message}"))
+        for pid, els in orphans.items():
+            error = known[pid]
+            assert isinstance(error, UndecodableReading)
+            out.rejected.append(Rejected(_with_profiles(element, els), error.reason,
+                                         f"intervalData: {error.message} ({len(els)} block(s) refer to it)"))
         return out
 
     def meter_readings(self, elements: list[etree._Element]) -> Decoded:

@@ -81,7 +81,8 @@ class SoapHttpClient:
         with map_exceptions(url):
             async with self._client.stream("POST", url, content=body, headers=headers) as response:
                 declared = response.headers.get("Content-Length")
-                if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+                if declared is not None and declared.isascii() and declared.isdigit() \
+                        and (len(declared) > 20 or int(declared) > self.max_bytes):
                     raise XmlTooLarge(f"{url}: reply of {declared} bytes is above the {self.max_bytes}-byte cap")
                 chunks: list[bytes] = []
                 size = 0

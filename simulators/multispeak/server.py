@@ -87,7 +87,7 @@ class HeadEndSimulator:
                                               app_name="meterhub-multispeak-sim", app_version="0.1.0")
         self._callback_verify: ssl.SSLContext | bool = callback_ssl_context or True
         self.server = HttpServer(self.handle, host=host, port=port, max_body_bytes=max_body_bytes,
-                                 ssl_context=ssl_context)
+                                 ssl_context=ssl_context, error_response=self._server_fault)
         self.stats = SimulatorStats()
         self._tasks: set[asyncio.Task[None]] = set()
         self._host = host
@@ -165,6 +165,10 @@ class HeadEndSimulator:
 
     def _fault(self, code: str, text: str) -> HttpResponse:
         return HttpResponse(500, self.mr.build_fault(code, text))
+
+    def _server_fault(self, exc: Exception) -> HttpResponse:
+        """A request the simulator failed on (logged by the HTTP server): soap:Server, as a head-end would."""
+        return self._fault("Server", "the head-end simulator failed to process the request")
 
     # -- operations -------------------------------------------------------------------------------
 

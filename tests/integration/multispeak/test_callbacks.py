@@ -106,10 +106,18 @@ async def test_callback_refuses_xxe_and_wrong_credentials() -> None:
         ping = codec.build_request("PingURL", MessageHeader(user="headend", password="cb-secret"))
         reply = await client.post(url, content=ping)
         assert reply.status_code == 200 and b"PingURLResponse" in reply.content
-        reply = await client.post(url, content=b"x" * 100_000)
+        reply = await client.post(url, content=b"x" * 100_000, headers={"Authorization": "Basic c2VjcmV0"})
         assert reply.status_code == 413
-    assert [d.reason_code for d in port.dead_letters] == ["XML_FORBIDDEN"]
+    assert [d.reason_code for d in port.dead_letters] == ["XML_FORBIDDEN", "XML_TOO_LARGE"]
     assert b"file:///etc/passwd" in port.dead_letters[0].payload
+    # The 413 is recorded with the request head it was decided on; the body was never read.
+    too_large = port.dead_letters[1]
+    assert too_large.reason == ("callback: POST /CB_Server.asmx declared a body of 100000 bytes, above the "
+                                "65536-byte cap; body not read")
+    assert too_large.content_type == "message/http"
+    assert too_large.payload.startswith(b"POST /CB_Server.asmx HTTP/1.1\r\n")
+    assert b"content-length: 100000\r\n" in too_large.payload and too_large.payload.endswith(b"\r\n\r\n")
+    assert b"authorization: [redacted]\r\n" in too_large.payload and b"c2VjcmV0" not in too_large.payload
 
 
 def _self_signed(tmp: Path) -> tuple[Path, Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,6 +15,7 @@ from adapters.multispeak import (
     SoapServerFault,
     parse_config,
 )
+from adapters.multispeak.soap import MessageHeader
 from meterhub.v1 import model_pb2 as pb
 from simulators.multispeak.fleet import FleetData, meter_ids
 from simulators.multispeak.server import Faults, HeadEndSimulator
@@ -172,3 +174,21 @@ async def test_slow_head_end_times_out_then_recovers() -> None:
             from adapters.multispeak import MultiSpeakTimeout
             with pytest.raises(MultiSpeakTimeout):
                 await adapter.call("PingURL")
+
+
+class _NegativeRemaining(HeadEndSimulator):
+    """Answers every page with ObjectsRemaining="-1" and a LastSent cursor."""
+
+    def _page(self, meter_id: str, items: list[object], last_received: str | None) -> tuple[list[object], MessageHeader]:
+        page, header = super()._page(meter_id, items, last_received)  # type: ignore[arg-type]
+        return page, dataclasses.replace(header, objects_remaining=-1)
+
+
+async def test_a_negative_objects_remaining_ends_paging() -> None:
+    port = RecordingPort()
+    async with _NegativeRemaining(meter_ids(1), user="hub", password="secret", clock=clock) as sim:
+        adapter = adapter_for(sim, port, poll_registers=False, request_days=3)
+        reads = await run_poll(adapter)
+    # One request, one page: "-1 objects remaining" is not "more to come".
+    assert sim.stats.requests == 1
+    assert reads == len(port.interval_values(sim.meters[0])) > 0
