@@ -36,7 +36,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from sqlalchemy import Connection, Engine, Table, create_engine, text
+from sqlalchemy import Connection, Engine, Table, create_engine, make_url, text
 
 from gateway.billing import BillingPeriod, BillingPolicy, CycleFailure, TariffCalendar
 from gateway.billing.config import parse_billing_settings
@@ -233,8 +233,10 @@ def main(argv: list[str] | None = None) -> int:
             url = args.postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)
             with create_engine(url).begin() as conn:
                 conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-            location = url
-            engine = create_engine(url, connect_args={"options": f"-csearch_path={schema}"})
+            # The schema travels in the URL: bill cycle workers open the store from it.
+            location = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+                hide_password=False)
+            engine = create_engine(location)
             s.metadata.create_all(engine)
         try:
             out(f"billing bench: {args.service_points:,} service points x {args.days} days of 15-minute data, "
@@ -252,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             engine.dispose()
             if schema:
-                with create_engine(location).begin() as conn:
+                with create_engine(url).begin() as conn:
                     conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     return 0
 

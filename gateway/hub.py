@@ -98,6 +98,7 @@ class Hub:
         self._health = health.aio.HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
         self._adapters: dict[str, Adapter] = {}
+        self._billing: BillingServicer | None = None
         # Last health reported per source that can tell its connectivity.
         self._source_health: dict[str, bool] = {}
         self.grpc_port = 0
@@ -137,8 +138,8 @@ class Hub:
         vee_service_pb2_grpc.add_EditServiceServicer_to_server(
             EditServicer(self.engine, self.pipeline, authority, revalidate=self.vee), server)
         cis_service_pb2_grpc.add_CisServiceServicer_to_server(CisServicer(self.engine, self.pipeline), server)
-        billing_service_pb2_grpc.add_BillingServiceServicer_to_server(
-            BillingServicer(self.engine, self.config.billing), server)
+        self._billing = BillingServicer(self.engine, self.config.billing)
+        billing_service_pb2_grpc.add_BillingServiceServicer_to_server(self._billing, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         tls = self.config.grpc.tls
@@ -184,6 +185,9 @@ class Hub:
             await self._set_health(False)
             await self._server.stop(grace)
             self._server = None
+        if self._billing is not None:
+            await asyncio.to_thread(self._billing.close)
+            self._billing = None
         await self.pipeline.stop()
         self.metrics.close()
         self.engine.dispose()

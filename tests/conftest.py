@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from store.engine import open_engine
 
@@ -16,8 +16,10 @@ POSTGRES_URL = os.environ.get("MH_TEST_POSTGRES_URL", "postgresql+psycopg://post
 
 
 def _postgres_engine(schema: str) -> Engine:
-    engine = create_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
-    return engine
+    # The schema is in the URL (not connect_args), so a process that opens the
+    # store from engine.url (bill cycle workers) lands in the same schema.
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    return create_engine(url)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

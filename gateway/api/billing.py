@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator, Mapping
-from fractions import Fraction
 from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
 from sqlalchemy import Engine
 
 from gateway.api.pagination import InvalidArgument, decode_token, encode_token, fingerprint, page_size
@@ -19,11 +17,9 @@ from gateway.billing import (
     BillingPeriod,
     BillingPolicy,
     CycleFailure,
-    Demand,
     Determinants,
     TariffCalendar,
     billing_intervals,
-    whole_and_remainder,
 )
 from gateway.billing.config import BillingSettings, DayKind
 from gateway.billing.errors import BillingError
@@ -35,6 +31,8 @@ from gateway.billing.loading import (
     critical_peak_dates,
     load_service_points,
 )
+from gateway.billing.messages import cycle_message, determinants_message, timestamp
+from gateway.billing.workers import CyclePool
 from gateway.errors import MeterhubError, StatusCode
 from meterhub.v1 import billing_service_pb2 as bill
 from meterhub.v1 import billing_service_pb2_grpc as bill_grpc
@@ -49,12 +47,6 @@ class UnknownTariff(BillingError):
     reason = "UNKNOWN_TARIFF"
 
 
-def _timestamp(instant: dt.datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(instant)
-    return ts
-
-
 def period_from_message(message: bill.BillingPeriod, present: bool) -> BillingPeriod:
     if not present or not message.HasField("start_time") or not message.HasField("end_time"):
         raise InvalidArgument("period.start_time and period.end_time are required")
@@ -64,49 +56,19 @@ def period_from_message(message: bill.BillingPeriod, present: bool) -> BillingPe
     return BillingPeriod.from_epoch_seconds(message.start_time.seconds, message.end_time.seconds)
 
 
-def _demand_message(d: Demand) -> bill.MaxDemand:
-    # Watts are exact Fractions; the wire carries the nearest whole watt.
-    return bill.MaxDemand(watts=round(d.watts), interval_end_time=_timestamp(d.interval_end), period=d.period,
-                          method=d.method, kw=str(d.kw))
-
-
-def determinants_message(d: Determinants) -> bill.BillingDeterminants:
-    out = bill.BillingDeterminants(
-        service_point_id=d.service_point_id, tariff=d.tariff,
-        period=bill.BillingPeriod(start_time=_timestamp(d.period.start), end_time=_timestamp(d.period.end)),
-        total_delivered_wh=_whole(d.total_delivered_wh), total_received_wh=_whole(d.total_received_wh),
-        total_net_wh=_whole(d.total_net_wh),
-        counts=bill.IntervalCounts(expected=d.counts.expected, actual=d.counts.actual, estimated=d.counts.estimated,
-                                   edited=d.counts.edited, missing=d.counts.missing, suspect=d.counts.suspect),
-        completeness_ppm=d.completeness_ppm, billable=d.billable,
-        not_billable_reasons=list(d.not_billable_reasons), meter_ids=list(d.meter_ids),
-        total_delivered_kwh=str(d.total_delivered_kwh), total_received_kwh=str(d.total_received_kwh),
-        total_net_kwh=str(d.total_net_kwh), net_metered=d.net_metered)
-    for b in d.buckets:
-        (delivered, received), den = whole_and_remainder(b.delivered_wh, b.received_wh)
-        net = b.net_wh
-        out.buckets.append(bill.TouBucket(
-            period=b.period, delivered_wh=delivered[0], received_wh=received[0], net_wh=_whole(net),
-            delivered_remainder_num=delivered[1], received_remainder_num=received[1], remainder_den=den,
-            delivered_kwh=str(b.delivered_kwh), received_kwh=str(b.received_kwh), net_kwh=str(b.net_kwh)))
-    if d.max_demand is not None:
-        out.max_demand.CopyFrom(_demand_message(d.max_demand))
-    out.max_demand_by_period.extend(_demand_message(x) for x in d.max_demand_by_period)
-    return out
-
-
-def _whole(value: Fraction) -> int:
-    """Totals are whole Wh unless a prorated split leaves a fraction: floor it
-    (buckets carry the exact remainders)."""
-    return value.numerator // value.denominator
-
-
 class BillingServicer(bill_grpc.BillingServiceServicer):
     def __init__(self, engine: Engine, settings: BillingSettings) -> None:
         self._engine = engine
         self._calendars: Mapping[str, TariffCalendar] = {
             name: TariffCalendar(tariff) for name, tariff in settings.tariffs.items()}
         self._policy = BillingPolicy(estimates_billable=settings.estimates_billable)
+        self._cycles = (CyclePool(engine.url.render_as_string(hide_password=False), settings.tariffs,
+                                  settings.estimates_billable, settings.cycle_workers)
+                        if settings.cycle_workers > 0 else None)
+
+    def close(self) -> None:
+        if self._cycles is not None:
+            self._cycles.close()
 
     def _tariff(self, name: str) -> TariffCalendar:
         calendar = self._calendars.get(name)
@@ -144,7 +106,12 @@ class BillingServicer(bill_grpc.BillingServiceServicer):
             self._tariff(request.tariff)
         chunks = (self._requested_chunks(list(request.service_point_ids)) if request.service_point_ids
                   else self._stored_chunks(request.tariff))
-        # The next chunk is loaded and computed while this one is sent.
+        if self._cycles is not None:
+            async for serialized in self._cycles.cycle(chunks, period, request.tariff):
+                for data in serialized:
+                    yield bill.StreamBillCycleResponse.FromString(data)
+            return
+        # In process: the next chunk is loaded and computed while this one is sent.
         pending: asyncio.Future[list[Determinants | CycleFailure]] | None = None
         for ids in chunks:
             # With an explicit list the tariff overrides each point's own; without
@@ -152,11 +119,11 @@ class BillingServicer(bill_grpc.BillingServiceServicer):
             task = asyncio.ensure_future(asyncio.to_thread(self._compute, ids, period, request.tariff))
             if pending is not None:
                 for item in await pending:
-                    yield _cycle_message(item)
+                    yield cycle_message(item)
             pending = task
         if pending is not None:
             for item in await pending:
-                yield _cycle_message(item)
+                yield cycle_message(item)
 
     @staticmethod
     def _requested_chunks(ids: list[str]) -> Iterator[list[str]]:
@@ -203,8 +170,8 @@ class BillingServicer(bill_grpc.BillingServiceServicer):
                 break
             value = r.value_wh.to_integral_value()
             response.intervals.append(bill.BillingInterval(
-                meter_id=r.meter_id, interval_start_time=_timestamp(r.interval_start),
-                interval_end_time=_timestamp(r.interval_end), value_wh=int(value),
+                meter_id=r.meter_id, interval_start_time=timestamp(r.interval_start),
+                interval_end_time=timestamp(r.interval_end), value_wh=int(value),
                 flow_direction=_FLOW_DIRECTIONS[r.flow], vee_status=r.vee_status.value, rate_period=r.rate_period,
                 quality=r.quality))
         return response
@@ -238,11 +205,3 @@ def _failure_error(failure: CycleFailure) -> MeterhubError:
                     "INVALID_BILLING_PERIOD": StatusCode.INVALID_ARGUMENT}.get(
         failure.reason, StatusCode.FAILED_PRECONDITION)
     return error
-
-
-def _cycle_message(item: Determinants | CycleFailure) -> bill.StreamBillCycleResponse:
-    if isinstance(item, CycleFailure):
-        return bill.StreamBillCycleResponse(service_point_id=item.service_point_id,
-                                            error=f"{item.reason}: {item.message}")
-    return bill.StreamBillCycleResponse(service_point_id=item.service_point_id,
-                                        determinants=determinants_message(item))

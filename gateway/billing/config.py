@@ -17,6 +17,7 @@ import datetime as dt
 import enum
 import importlib.resources
 import itertools
+import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -447,6 +448,8 @@ class BillingSettings:
     # An estimate VEE made counts as billing-valid without approval (the
     # point of estimation); false holds such periods until an operator approves.
     estimates_billable: bool = True
+    # Worker processes for bill cycles (0: in the hub's process).
+    cycle_workers: int = 0
 
 
 BUNDLED_TARIFFS = ("residential_tou", "commercial_demand")
@@ -455,9 +458,10 @@ BUNDLED_TARIFFS = ("residential_tou", "commercial_demand")
 def parse_billing_settings(table: Mapping[str, Any], base_dir: Path | None = None) -> BillingSettings:
     if not isinstance(table, Mapping):
         raise ConfigError("[billing] must be a table", metadata={"key": "billing"})
-    unknown = sorted(set(table) - {"tariff_files", "tariffs", "estimates_billable"})
+    unknown = sorted(set(table) - {"tariff_files", "tariffs", "estimates_billable", "cycle_workers"})
     if unknown:
-        raise ConfigError(f"unknown key billing.{unknown[0]} (allowed: estimates_billable, tariff_files, tariffs)",
+        raise ConfigError(f"unknown key billing.{unknown[0]} (allowed: cycle_workers, estimates_billable, "
+                          "tariff_files, tariffs)",
                           metadata={"key": f"billing.{unknown[0]}"})
     tariffs = {name: bundled_tariff(name) for name in BUNDLED_TARIFFS}
     files = table.get("tariff_files", [])
@@ -492,4 +496,8 @@ def parse_billing_settings(table: Mapping[str, Any], base_dir: Path | None = Non
     if not isinstance(estimates, bool):
         raise ConfigError(f"billing.estimates_billable must be true or false, got {estimates!r}",
                           metadata={"key": "billing.estimates_billable"})
-    return BillingSettings(tariffs=tariffs, estimates_billable=estimates)
+    workers = table.get("cycle_workers", min(os.cpu_count() or 1, 4))
+    if not isinstance(workers, int) or isinstance(workers, bool) or not 0 <= workers <= 64:
+        raise ConfigError(f"billing.cycle_workers must be an integer 0..64, got {workers!r}",
+                          metadata={"key": "billing.cycle_workers"})
+    return BillingSettings(tariffs=tariffs, estimates_billable=estimates, cycle_workers=workers)

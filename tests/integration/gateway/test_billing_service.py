@@ -341,3 +341,16 @@ def tariff_toml() -> str:
     return (f'time_zone = "{TARIFF["time_zone"]}"\nperiods = {json.dumps(TARIFF["periods"])}\n'
             f'default_period = "{TARIFF["default_period"]}"\n'
             "[billing.tariffs.test_tou.demand]\nwindow_minutes = 15\nrolling = false\n" + rules)
+
+
+async def test_cycle_on_worker_processes_equals_the_in_process_cycle(hub: Hub, engine: Engine,
+                                                                    tmp_path: Path) -> None:
+    request = bill.StreamBillCycleRequest(period=period())
+    async with grpc.aio.insecure_channel(hub.grpc_target) as channel:
+        on_workers = [m async for m in bill_grpc.BillingServiceStub(channel).StreamBillCycle(request)]
+    assert hub.config.billing.cycle_workers > 0
+    config = HubConfig(store=str(tmp_path / "unused"), grpc=GrpcConfig(listen="127.0.0.1:0"),
+                       billing=parse_billing_settings({"tariffs": {"test_tou": TARIFF}, "cycle_workers": 0}))
+    async with Hub(config, engine=engine) as in_process, grpc.aio.insecure_channel(in_process.grpc_target) as ch:
+        here = [m async for m in bill_grpc.BillingServiceStub(ch).StreamBillCycle(request)]
+    assert here == on_workers and len(here) == 2
