@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, select, tuple_, update
 
 from store import schema as s
+from store.repository import chunks
 
 STATE_OPEN = 1
 STATE_ASSIGNED = 2
@@ -110,16 +111,18 @@ def resolve_cleared(conn: Connection, channel_days: Sequence[tuple[int, int]],
     if not channel_days:
         return 0
     e = s.vee_exceptions
-    by_channel: dict[int, list[int]] = {}
-    for cid, day in channel_days:
-        by_channel.setdefault(cid, []).append(day)
+    wanted = set(channel_days)
+    lo = min(day for _c, day in channel_days) * 86_400_000_000
+    hi = (max(day for _c, day in channel_days) + 1) * 86_400_000_000
+    channels = sorted({cid for cid, _d in channel_days})
     cleared = []
-    for cid, days in by_channel.items():
-        lo, hi = min(days) * 86_400_000_000, (max(days) + 1) * 86_400_000_000
-        for rid, rule, start, end in conn.execute(select(e.c.id, e.c.rule, e.c.start_time_us, e.c.end_time_us).where(
-                e.c.channel_id == cid, e.c.state == STATE_OPEN, e.c.start_time_us >= lo, e.c.end_time_us <= hi)):
-            day = start // 86_400_000_000
-            if day in days and (rule, cid, start, end) not in still_failing:
+    # One query per chunk of channels (not per channel-day): this runs for every batch.
+    for part in chunks(channels):
+        for rid, rule, cid, start, end in conn.execute(
+                select(e.c.id, e.c.rule, e.c.channel_id, e.c.start_time_us, e.c.end_time_us).where(
+                    e.c.channel_id.in_(list(part)), e.c.state == STATE_OPEN, e.c.start_time_us >= lo,
+                    e.c.end_time_us <= hi)):
+            if (cid, start // 86_400_000_000) in wanted and (rule, cid, start, end) not in still_failing:
                 cleared.append(rid)
     if cleared:
         conn.execute(update(e).where(e.c.id.in_(cleared)).values(

@@ -208,6 +208,7 @@ vee_exceptions = Table(
     # An open item is not opened twice for the same rule, channel and range.
     UniqueConstraint("rule", "channel_id", "start_time_us", "end_time_us", name="uq_vee_exception"),
     Index("ix_vee_exceptions_state", "state", "id"),
+    Index("ix_vee_exceptions_channel", "channel_id", "start_time_us"),
 )
 
 accounts = Table(
