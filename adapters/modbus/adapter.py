@@ -56,6 +56,13 @@ class ModbusAdapter:
                 self._plans[meter.register_map.name] = plan_reads(meter.register_map.points,
                                                                   max_gap=config.max_register_gap)
         self._unsent: list[pb.ReadingBatch] = []
+        # Commits run in a task of their own beside the polling: meters keep no
+        # history, so a poll missed while waiting for the store would be lost.
+        self._flush_due = asyncio.Event()
+        self._flush_at = 0
+        # Set while no flush is due or running (tests and shutdown wait on it).
+        self.flush_idle = asyncio.Event()
+        self.flush_idle.set()
         self._rounds = 0
         self._ok = 0
         self._failed = 0
@@ -87,28 +94,37 @@ class ModbusAdapter:
         tolerance_us = self.config.alignment_tolerance_seconds * 1_000_000
         logger.info("modbus source %s polling %d meter(s) over %d connection(s)", self.name,
                     len(self.config.meters), len(workers))
+        flusher = asyncio.create_task(self._flush_loop(), name=f"{self.name}-flush")
         try:
             first = True
             while True:
                 started = self.clock.now_us()
                 deadline = started - started % poll_us + poll_us
                 await asyncio.gather(*(self._poll_worker(conn, meters, deadline) for conn, meters in workers))
+                if flusher.done():
+                    flusher.result()  # a flush's unexpected failure ends the run: the hub restarts it
                 boundary = started - started % batch_us
                 if first or started - boundary <= tolerance_us or self.builder.pending_intervals > 500_000:
-                    await self._flush(started)
+                    self._flush_at = started
+                    self.flush_idle.clear()
+                    self._flush_due.set()
                 self._rounds += 1
                 first = False
                 await self.clock.sleep_until(max(deadline, self.clock.now_us() - self.clock.now_us() % poll_us))
         except asyncio.CancelledError:
             # Shutting down: hand over the intervals measured since the last
             # flush, since Modbus meters keep no history to read them again.
-            if self.builder.pending_intervals:
-                try:
+            try:
+                if not flusher.done():
+                    await asyncio.wait_for(asyncio.shield(self.flush_idle.wait()), 10)
+                flusher.cancel()
+                if self.builder.pending_intervals or self._unsent:
                     await asyncio.wait_for(asyncio.shield(self._flush(self.clock.now_us())), 10)
-                except Exception:  # best effort during shutdown
-                    logger.warning("modbus source %s: final flush failed", self.name, exc_info=True)
+            except Exception:  # best effort during shutdown
+                logger.warning("modbus source %s: final flush failed", self.name, exc_info=True)
             raise
         finally:
+            flusher.cancel()
             for conn, _ in workers:
                 conn.close()
 
@@ -146,6 +162,14 @@ class ModbusAdapter:
             self._ok += 1
             self.builder.sample(meter.meter_id, sample_us, values)
             return
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._flush_due.wait()
+            self._flush_due.clear()
+            await self._flush(self._flush_at)
+            if not self._flush_due.is_set():
+                self.flush_idle.set()
 
     async def _flush(self, at_us: int) -> None:
         batch = self.builder.take_batch()

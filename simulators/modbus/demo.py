@@ -15,14 +15,18 @@ from simulators.modbus.server import ModbusSimFleet
 DEMO_MAPS = ("sunspec_201", "sunspec_202", "sunspec_203", "sunspec_204", "float_submeter")
 UNITS_PER_SERVER = 100
 # Wall-clock seconds one simulated day takes by default.
-SECONDS_PER_DAY = 15
+# Wall-clock seconds one simulated day takes: slow enough that a poll round
+# of the fleet fits an interval while the other fleets of `meterhub demo`
+# share the process and its cores (50 meters: a day in a minute).
+MIN_SECONDS_PER_DAY = 15
+SECONDS_PER_DAY_PER_METER = 1.2
 # Energy channels per meter (delivered and received).
 CHANNELS = 2
 
 
 @asynccontextmanager
 async def demo_fleet(*, meters: int, start: datetime, days: int, interval_minutes: int,
-                     speedup: int | None = None, lead_seconds: float = 3.0) -> AsyncIterator[DemoFleet]:
+                     speedup: int | None = None, lead_seconds: float = 8.0) -> AsyncIterator[DemoFleet]:
     """Meter time stands at ``start`` until ``lead_seconds`` after entry (the adapter
     takes its first reading then), runs ``speedup`` times faster than the wall clock
     and stops at ``start + days``, so the fleet yields exactly ``expected_intervals``."""
@@ -30,7 +34,8 @@ async def demo_fleet(*, meters: int, start: datetime, days: int, interval_minute
         raise ValueError("start must be timezone-aware")
     interval_s = interval_minutes * 60
     span_s = days * 86400
-    rate = speedup or max(1, 86400 // SECONDS_PER_DAY)
+    seconds_per_day = max(MIN_SECONDS_PER_DAY, int(meters * SECONDS_PER_DAY_PER_METER))
+    rate = speedup or max(1, 86400 // seconds_per_day)
     start_us = int(start.timestamp()) * 1_000_000
     start_us -= start_us % (interval_s * 1_000_000)
     anchor = wall_clock_us() + int(lead_seconds * 1_000_000)

@@ -77,6 +77,8 @@ async def running(fleet: ModbusSimFleet, clock: ManualClock, **extra: Any) -> As
             while adapter.stats.rounds <= rounds:
                 assert not task.done(), "poller stopped"
                 await asyncio.sleep(0.005)
+            # Batches are committed beside the polling: wait for that too.
+            await adapter.flush_idle.wait()
 
     await step(0)
     try:
