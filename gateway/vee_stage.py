@@ -135,7 +135,7 @@ class VeeStage:
         registers = conn.execute(
             select(c.c.id, m.c.meter_id, c.c.kind, c.c.flow_direction, c.c.power_of_ten_multiplier)
             .join(m, m.c.id == c.c.meter_pk)
-            .where(m.c.meter_id.in_(meter_ids), c.c.accumulation == pb.ACCUMULATION_CUMULATIVE,
+            .where(repo.one_of(conn, m.c.meter_id, meter_ids), c.c.accumulation == pb.ACCUMULATION_CUMULATIVE,
                    c.c.interval_seconds == 0)
         ).all()
         if not registers:

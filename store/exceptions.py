@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, select, tuple_, update
 
 from store import schema as s
-from store.repository import chunks
+from store.repository import chunks, one_of
 
 STATE_OPEN = 1
 STATE_ASSIGNED = 2
@@ -120,7 +120,7 @@ def resolve_cleared(conn: Connection, channel_days: Sequence[tuple[int, int]],
     for part in chunks(channels):
         for rid, rule, cid, start, end in conn.execute(
                 select(e.c.id, e.c.rule, e.c.channel_id, e.c.start_time_us, e.c.end_time_us).where(
-                    e.c.channel_id.in_(list(part)), e.c.state == STATE_OPEN, e.c.start_time_us >= lo,
+                    one_of(conn, e.c.channel_id, part), e.c.state == STATE_OPEN, e.c.start_time_us >= lo,
                     e.c.end_time_us <= hi)):
             if (cid, start // 86_400_000_000) in wanted and (rule, cid, start, end) not in still_failing:
                 cleared.append(rid)

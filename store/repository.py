@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Connection, and_, bindparam, func, select, text, tuple_, update
+from sqlalchemy import ARRAY, Connection, and_, any_, bindparam, func, select, text, tuple_, update
 
 from store import schema as s
 from store.bulk import bulk_insert
@@ -58,6 +58,14 @@ class ChannelInfo:
     meter_class: str = "default"
 
 
+def one_of(conn: Connection, column: Any, values: Sequence[object]) -> Any:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(array)``: one
+    parameter instead of thousands, which the driver would parse every time."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type), unique=True))
+    return column.in_(list(values))
+
+
 def chunks(items: Sequence[object], size: int = _KEY_CHUNK) -> Iterable[Sequence[object]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -72,7 +80,7 @@ def load_meters(conn: Connection, meter_ids: Sequence[str]) -> dict[str, MeterRo
     for part in chunks(meter_ids):
         for row in conn.execute(
             select(m.c.id, m.c.meter_id, m.c.status, m.c.multiplier, m.c.meter_class).where(
-                m.c.meter_id.in_(part)
+                one_of(conn, m.c.meter_id, part)
             )
         ):
             out[row.meter_id] = MeterRow(row.id, row.meter_id, row.status, row.multiplier, row.meter_class)
@@ -119,7 +127,7 @@ def load_channels(conn: Connection, meter_pks: Sequence[int]) -> dict[tuple[int,
     for part in chunks(sorted(set(meter_pks))):
         for r in conn.execute(
             select(c.c.id, c.c.meter_pk, c.c.reading_type_key, c.c.interval_seconds,
-                   c.c.power_of_ten_multiplier).where(c.c.meter_pk.in_(part))
+                   c.c.power_of_ten_multiplier).where(one_of(conn, c.c.meter_pk, part))
         ):
             out[(r.meter_pk, r.reading_type_key, r.interval_seconds)] = ChannelRow(
                 r.id, r.meter_pk, r.reading_type_key, r.interval_seconds, r.power_of_ten_multiplier
@@ -140,7 +148,7 @@ def channel_infos(conn: Connection, channel_ids: Sequence[int]) -> dict[int, Cha
     for part in chunks(sorted(set(channel_ids))):
         for r in conn.execute(
             select(c, m.c.meter_id, m.c.status, m.c.meter_class).join(m, m.c.id == c.c.meter_pk)
-            .where(c.c.id.in_(part))
+            .where(one_of(conn, c.c.id, part))
         ):
             out[r.id] = ChannelInfo(r.id, r.meter_id, r.interval_seconds, r.commodity, r.kind, r.unit,
                                     r.flow_direction, r.accumulation, r.power_of_ten_multiplier,
