@@ -480,65 +480,14 @@ class Determinants:
 # --- computation ------------------------------------------------------------
 
 
-def _counts(q: Int64Array, policy: BillingPolicy) -> IntervalCounts:
-    return _counts_rows(q[None, :], policy)[0]
-
-
-def _energy_sums(weights: Int64Array, values: Int64Array, period_seconds: int) -> list[int]:
-    peak = int(np.abs(values).max()) if len(values) else 0
+def _energy_rows(weights: Int64Array, values: Int64Array, period_seconds: int) -> list[list[int]]:
+    """Seconds-weighted sums per TOU period of each row of [points, intervals]:
+    one matrix product, or exact Python integers for exceptionally large counts."""
+    peak = int(np.abs(values).max()) if values.size else 0
     if peak and peak > _INT64_SAFE // max(period_seconds, 1):
-        # Exceptionally large counts: Python integers, still exact.
-        return [sum(int(w) * int(v) for w, v in zip(row.tolist(), values.tolist(), strict=True)) for row in weights]
-    return [int(x) for x in (weights @ values).tolist()]
-
-
-def _demand(stitched: Stitched, weights: PeriodWeights, rule: DemandRule, calendar: TariffCalendar,
-            periods: Sequence[str]) -> tuple[Demand | None, tuple[Demand, ...]]:
-    interval = stitched.interval_seconds
-    window = rule.window_seconds
-    if window % interval:
-        raise UnsupportedIntervalData(f"demand window {window // 60} min is not a whole number of "
-                                      f"{interval} s intervals")
-    span = window // interval
-    values = stitched.delivered.values
-    n = len(values)
-    if n < span:
-        return None, ()
-    missing = ((stitched.delivered.qualities & MISSING) != 0).astype(np.int64)
-    if span == 1:
-        sums, bad = values, missing != 0
-        method = f"{window // 60}min"
-    else:
-        c = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(values)))
-        m = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(missing)))
-        sums, bad = c[span:] - c[:-span], (m[span:] - m[:-span]) > 0
-        kind = "rolling" if rule.rolling else "block"
-        method = f"{kind} {window // 60}min over {interval // 60}min"
-    last = np.arange(span - 1, n, dtype=np.int64)  # interval index ending each window
-    valid = ~bad
-    if span > 1 and not rule.rolling:
-        valid &= ((stitched.start + (last + 1) * interval) % window) == 0
-    floor = np.iinfo(np.int64).min
-    masked = np.where(valid, sums, floor)
-    window_period = weights.at_end[last]
-    scale = Fraction(3600, window) * Fraction(10) ** stitched.exponent
-
-    def demand_at(j: int) -> Demand:
-        end = stitched.start + (int(last[j]) + 1) * interval
-        utc = utc_datetime(end)
-        return Demand(int(sums[j]) * scale, utc, utc.astimezone(calendar.zone), periods[int(window_period[j])],
-                      method)
-
-    if not valid.any():
-        return None, ()
-    overall = demand_at(int(np.argmax(masked)))
-    by_period = []
-    for p in range(len(periods)):
-        in_p = np.where(window_period == p, masked, floor)
-        j = int(np.argmax(in_p))
-        if in_p[j] != floor:
-            by_period.append(demand_at(j))
-    return overall, tuple(by_period)
+        return [[sum(int(w) * int(v) for w, v in zip(wrow.tolist(), row.tolist(), strict=True)) for wrow in weights]
+                for row in values]
+    return [[int(x) for x in r] for r in (values @ weights.T).tolist()]
 
 
 def compute_determinants(
@@ -566,47 +515,10 @@ def determinants_of(
     critical_peak_days: Collection[dt.date] = (),
     policy: BillingPolicy = BillingPolicy(),
 ) -> Determinants:
-    tariff = calendar.tariff
-    interval = stitched.interval_seconds
-    weights = calendar.weights(stitched.start, stitched.end, interval, critical_peak_days)
-    unit = Fraction(10) ** stitched.exponent
-    seconds = stitched.end - stitched.start
-
-    delivered = _energy_sums(weights.seconds, stitched.delivered.values, seconds)
-    received = (_energy_sums(weights.seconds, stitched.received.values, seconds)
-                if stitched.received is not None else [0] * len(tariff.periods))
-    buckets = tuple(TouBucket(name, Fraction(d, interval) * unit, Fraction(r, interval) * unit)
-                    for name, d, r in zip(tariff.periods, delivered, received, strict=True))
-    total_delivered = int(stitched.delivered.values.sum()) * unit
-    total_received = (int(stitched.received.values.sum()) * unit if stitched.received is not None
-                      else Fraction(0))
-
-    max_demand, by_period = _demand(stitched, weights, tariff.demand, calendar, tariff.periods)
-
-    by_flow = tuple((flow, _counts(f.qualities, policy)) for flow, f in stitched.flows())
-    counts = IntervalCounts()
-    for _flow, c in by_flow:
-        counts = counts + c
-    completeness = Fraction(counts.present, counts.expected)
-    reasons = _not_billable_reasons(counts, int(np.count_nonzero(stitched.covered == 0)))
-    return Determinants(
-        service_point_id=service_point_id,
-        tariff=tariff.name,
-        period=period,
-        meter_ids=tuple(dict.fromkeys(p.segment.meter_id for p in stitched.pieces)),
-        interval_seconds=interval,
-        net_metered=stitched.received is not None,
-        buckets=buckets,
-        total_delivered_wh=total_delivered,
-        total_received_wh=total_received,
-        max_demand=max_demand,
-        max_demand_by_period=by_period,
-        counts=counts,
-        counts_by_flow=by_flow,
-        completeness=completeness,
-        billable=not reasons,
-        not_billable_reasons=reasons,
-    )
+    """One service point: the batched computation with one row."""
+    return _group_determinants([(service_point_id, stitched)], calendar, stitched.start, stitched.end,
+                               stitched.interval_seconds, stitched.exponent, stitched.received is not None,
+                               period, critical_peak_days, policy)[0]
 
 
 # --- bill cycles -------------------------------------------------------------
@@ -695,14 +607,15 @@ def determinants_of_many(
 
     Points sharing a grid (interval, exponent, net-metering) are stacked into
     [points, intervals] matrices: TOU energy is one matrix product, demand
-    and counts are reductions along the interval axis. The results equal
-    :func:`determinants_of` point by point (tests compare them).
+    and counts are reductions along the interval axis. The one-point
+    :func:`determinants_of` is the same computation with one row.
     """
     out: list[Determinants | CycleFailure | None] = [None] * len(items)
     groups: dict[tuple[int, int, int, int, bool], list[int]] = {}
     for i, (_sp, st) in enumerate(items):
         groups.setdefault((st.start, st.end, st.interval_seconds, st.exponent, st.received is not None), []).append(i)
     for (start, end, interval, exponent, net), members in groups.items():
+        group: Sequence[Determinants | CycleFailure]
         try:
             group = _group_determinants([items[i] for i in members], calendar, start, end, interval, exponent,
                                         net, period, critical_peak_days, policy)
@@ -714,7 +627,7 @@ def determinants_of_many(
 
 
 def _counts_rows(q: Int64Array, policy: BillingPolicy) -> list[IntervalCounts]:
-    """:func:`_counts` of each row of a [points, intervals] quality matrix."""
+    """Interval counts of each row of a [points, intervals] quality matrix."""
     missing = (q & MISSING) != 0
     present = ~missing
     edited = present & ((q & EDITED) != 0)
@@ -734,7 +647,7 @@ def _counts_rows(q: Int64Array, policy: BillingPolicy) -> list[IntervalCounts]:
 def _group_determinants(items: Sequence[tuple[str, Stitched]], calendar: TariffCalendar, start: int, end: int,
                         interval: int, exponent: int, net: bool, period: BillingPeriod,
                         critical_peak_days: Collection[dt.date],
-                        policy: BillingPolicy) -> list[Determinants | CycleFailure]:
+                        policy: BillingPolicy) -> list[Determinants]:
     tariff = calendar.tariff
     weights = calendar.weights(start, end, interval, critical_peak_days)
     unit = Fraction(10) ** exponent
@@ -743,15 +656,8 @@ def _group_determinants(items: Sequence[tuple[str, Stitched]], calendar: TariffC
     dq = np.stack([st.delivered.qualities for _sp, st in items])
     rv = np.stack([st.received.values for _sp, st in items if st.received is not None]) if net else None
     rq = np.stack([st.received.qualities for _sp, st in items if st.received is not None]) if net else None
-    peak = int(np.abs(dv).max()) if dv.size else 0
-    if rv is not None and rv.size:
-        peak = max(peak, int(np.abs(rv).max()))
-    if peak > _INT64_SAFE // max(seconds, 1):
-        # Exceptionally large counts: one by one, in Python integers.
-        return [determinants_of(sp, st, calendar, period=period, critical_peak_days=critical_peak_days,
-                                policy=policy) for sp, st in items]
-    delivered = (dv @ weights.seconds.T).tolist()
-    received = (rv @ weights.seconds.T).tolist() if rv is not None else None
+    delivered = _energy_rows(weights.seconds, dv, seconds)
+    received = _energy_rows(weights.seconds, rv, seconds) if rv is not None else None
     total_d = dv.sum(axis=1).tolist()
     total_r = rv.sum(axis=1).tolist() if rv is not None else None
     demands = _demand_rows(dv, dq, start, interval, weights, tariff.demand, calendar, tariff.periods, exponent)
@@ -759,7 +665,7 @@ def _group_determinants(items: Sequence[tuple[str, Stitched]], calendar: TariffC
     counts_r = _counts_rows(rq, policy) if rq is not None else None
     uncovered = np.count_nonzero(np.stack([st.covered for _sp, st in items]) == 0, axis=1).tolist()
     zero_bucket = [0] * len(tariff.periods)
-    out: list[Determinants | CycleFailure] = []
+    out: list[Determinants] = []
     for row, (sp, st) in enumerate(items):
         r_sums = received[row] if received is not None else zero_bucket
         buckets = tuple(TouBucket(name, Fraction(d, interval) * unit, Fraction(r, interval) * unit)
@@ -810,7 +716,7 @@ def _not_billable_reasons(counts: IntervalCounts, uncovered: int) -> tuple[str, 
 def _demand_rows(values: Int64Array, qualities: Int64Array, start: int, interval: int, weights: PeriodWeights,
                  rule: DemandRule, calendar: TariffCalendar, periods: Sequence[str],
                  exponent: int) -> list[tuple[Demand | None, tuple[Demand, ...]]]:
-    """:func:`_demand` of each row of a [points, intervals] matrix."""
+    """Maximum demand (overall and per TOU period) of each row of a [points, intervals] matrix."""
     window = rule.window_seconds
     if window % interval:
         raise UnsupportedIntervalData(f"demand window {window // 60} min is not a whole number of "
