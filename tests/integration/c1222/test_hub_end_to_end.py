@@ -31,6 +31,7 @@ from simulators.c1222.meter import FaultRates, MeterSpec, SimulatedMeter
 from simulators.c1222.server import FleetConfig, FleetServer
 from store import repository as repo
 from store import schema as s
+from tests.support.readings import all_interval_blocks
 from tests.support.waiting import eventually as wait_until
 from tests.support.waiting import timestamp
 
@@ -80,27 +81,22 @@ Stored = dict[tuple[str, int], dict[int, tuple[int, int]]]  # (meter, flow) -> e
 async def stored_intervals(run: Running) -> tuple[Stored, dict[tuple[str, int], pb.ReadingType], list[int]]:
     """Every stored interval of the fleet's history through ListIntervalBlocks (all pages),
     the reading type of each channel and the version of each channel-day."""
-    readings = rs_grpc.ReadingServiceStub(run.channel)
     request = rs.ListIntervalBlocksRequest(page_size=7, filter=rs.IntervalBlockFilter(
         meter_ids=[m.id for m in run.meters], start_time=timestamp(run.first_day), end_time=timestamp(run.now)))
     values: Stored = {}
     types: dict[tuple[str, int], pb.ReadingType] = {}
     versions: list[int] = []
-    while True:
-        page = await readings.ListIntervalBlocks(request)
-        for item in page.blocks:
-            block = item.block
-            key = (block.meter_id, block.reading_type.flow_direction)
-            types[key] = block.reading_type
-            versions.append(item.version)
-            assert block.interval_seconds == STEP
-            first = block.first_interval_end_time.seconds
-            per = values.setdefault(key, {})
-            for i, value in enumerate(block.values):
-                per[first + i * STEP] = (value, block.qualities[i])
-        if not page.next_page_token:
-            return values, types, versions
-        request.page_token = page.next_page_token
+    for item in await all_interval_blocks(run.channel, request):
+        block = item.block
+        key = (block.meter_id, block.reading_type.flow_direction)
+        types[key] = block.reading_type
+        versions.append(item.version)
+        assert block.interval_seconds == STEP
+        first = block.first_interval_end_time.seconds
+        per = values.setdefault(key, {})
+        for i, value in enumerate(block.values):
+            per[first + i * STEP] = (value, block.qualities[i])
+    return values, types, versions
 
 
 async def stored_registers(run: Running) -> list[pb.RegisterRead]:

@@ -30,6 +30,7 @@ from simulators.multispeak.fleet import FleetData, meter_ids
 from simulators.multispeak.server import Faults, HeadEndSimulator
 from store import repository as repo
 from store import schema as s
+from tests.support.readings import all_interval_blocks
 from tests.support.waiting import eventually as wait_until
 from tests.support.waiting import timestamp
 
@@ -79,26 +80,21 @@ Stored = dict[str, dict[datetime, tuple[int, int]]]  # meter -> interval end -> 
 async def stored_intervals(run: Running) -> tuple[Stored, list[pb.ReadingType], list[int]]:
     """The stored intervals in (start, end] through ListIntervalBlocks (all pages), the reading
     types of the blocks and the version of each channel-day."""
-    readings = rs_grpc.ReadingServiceStub(run.channel)
     request = rs.ListIntervalBlocksRequest(page_size=2, filter=rs.IntervalBlockFilter(
         meter_ids=list(run.meters), start_time=timestamp(run.start), end_time=timestamp(run.end)))
     values: Stored = {}
     types: list[pb.ReadingType] = []
     versions: list[int] = []
-    while True:
-        page = await readings.ListIntervalBlocks(request)
-        for item in page.blocks:
-            block = item.block
-            types.append(block.reading_type)
-            versions.append(item.version)
-            assert block.interval_seconds == STEP
-            first = block.first_interval_end_time.ToDatetime(tzinfo=UTC)
-            per = values.setdefault(block.meter_id, {})
-            for i, value in enumerate(block.values):
-                per[first + timedelta(seconds=i * STEP)] = (value, block.qualities[i])
-        if not page.next_page_token:
-            return values, types, versions
-        request.page_token = page.next_page_token
+    for item in await all_interval_blocks(run.channel, request):
+        block = item.block
+        types.append(block.reading_type)
+        versions.append(item.version)
+        assert block.interval_seconds == STEP
+        first = block.first_interval_end_time.ToDatetime(tzinfo=UTC)
+        per = values.setdefault(block.meter_id, {})
+        for i, value in enumerate(block.values):
+            per[first + timedelta(seconds=i * STEP)] = (value, block.qualities[i])
+    return values, types, versions
 
 
 async def stored_registers(run: Running) -> list[pb.RegisterRead]:
