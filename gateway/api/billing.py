@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
@@ -24,11 +24,10 @@ from gateway.billing import (
 from gateway.billing.config import BillingSettings, DayKind
 from gateway.billing.errors import BillingError
 from gateway.billing.loading import (
-    CHUNK,
     UnknownServicePoint,
-    all_service_points,
     compute_chunk,
     critical_peak_dates,
+    cycle_chunks,
     load_service_points,
 )
 from gateway.billing.messages import cycle_message, determinants_message, timestamp
@@ -104,8 +103,8 @@ class BillingServicer(bill_grpc.BillingServiceServicer):
         period = period_from_message(request.period, request.HasField("period"))
         if request.tariff:
             self._tariff(request.tariff)
-        chunks = (self._requested_chunks(list(request.service_point_ids)) if request.service_point_ids
-                  else self._stored_chunks(request.tariff))
+        chunks = await asyncio.to_thread(cycle_chunks, self._engine, list(request.service_point_ids),
+                                         request.tariff)
         if self._cycles is not None:
             async for serialized in self._cycles.cycle(chunks, period, request.tariff):
                 for data in serialized:
@@ -124,18 +123,6 @@ class BillingServicer(bill_grpc.BillingServiceServicer):
         if pending is not None:
             for item in await pending:
                 yield cycle_message(item)
-
-    @staticmethod
-    def _requested_chunks(ids: list[str]) -> Iterator[list[str]]:
-        for i in range(0, len(ids), CHUNK):
-            yield ids[i:i + CHUNK]
-
-    def _stored_chunks(self, tariff: str) -> Iterator[list[str]]:
-        with self._engine.connect() as conn:
-            # Ids only: a 100,000-point list is a few MB; reading it up front
-            # keeps no read transaction open while the cycle streams.
-            chunks = list(all_service_points(conn, tariff))
-        yield from chunks
 
     @maps_errors
     async def ListBillingIntervals(self, request: bill.ListBillingIntervalsRequest,
