@@ -36,7 +36,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from sqlalchemy import Connection, Engine, Table, create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from gateway.billing import BillingPeriod, BillingPolicy, CycleFailure, TariffCalendar
 from gateway.billing.config import parse_billing_settings
@@ -59,18 +59,6 @@ WRITE_CHUNK = 2_000  # service points per insert transaction
 def out(line: str = "") -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-
-
-def insert_rows(conn: Connection, table: Table, columns: list[str], rows: list[tuple[object, ...]]) -> None:
-    """COPY on PostgreSQL (store.bulk); a bare executemany on SQLite, where
-    building a dict per row would time the generator, not the store."""
-    if conn.dialect.name != "sqlite":
-        bulk_insert(conn, table, columns, rows)
-        return
-    marks = ", ".join("?" * len(columns))
-    names = ", ".join(f'"{c}"' for c in columns)
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    cursor.executemany(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', rows)
 
 
 def generate(engine: Engine, points: int, days: int, seed: int) -> int:
@@ -112,16 +100,16 @@ def generate(engine: Engine, points: int, days: int, seed: int) -> int:
                         blocks.append((channel_id, day, 1, 900, values[r].astype("<i8").tobytes(),
                                        qualities[r].tobytes(), "bench", 0))
         with engine.begin() as conn:
-            insert_rows(conn, s.meters, ["id", "meter_id", "status", "multiplier", "meter_class", "update_time_us"],
+            bulk_insert(conn, s.meters, ["id", "meter_id", "status", "multiplier", "meter_class", "update_time_us"],
                         meters)
-            insert_rows(conn, s.channels, ["id", "meter_pk", "reading_type_key", "interval_seconds", "commodity",
+            bulk_insert(conn, s.channels, ["id", "meter_pk", "reading_type_key", "interval_seconds", "commodity",
                                            "kind", "unit", "flow_direction", "accumulation",
                                            "power_of_ten_multiplier", "cim_code", "device_channel"], channels)
-            insert_rows(conn, s.interval_blocks, ["channel_id", "day", "version", "interval_seconds", "values",
+            bulk_insert(conn, s.interval_blocks, ["channel_id", "day", "version", "interval_seconds", "values",
                                                   "qualities", "head_end", "update_time_us"], blocks)
-            insert_rows(conn, s.service_points, ["service_point_id", "account_id", "time_zone", "tariff",
+            bulk_insert(conn, s.service_points, ["service_point_id", "account_id", "time_zone", "tariff",
                                                  "net_metered", "update_time_us"], sps)
-            insert_rows(conn, s.meter_installs, ["meter_id", "install_time_us", "service_point_id",
+            bulk_insert(conn, s.meter_installs, ["meter_id", "install_time_us", "service_point_id",
                                                  "remove_time_us", "start_read_wh", "final_read_wh",
                                                  "update_time_us"], installs)
         rows_written += len(blocks)
