@@ -49,6 +49,8 @@ FLEETS = (
     ("modbus-submeters", "modbus"),
 )
 STALL_SECONDS = 20.0
+# After a live-read fleet's day is over: time for its last batch to commit.
+LIVE_GRACE_SECONDS = 5.0
 MAX_SECONDS = 240.0
 
 
@@ -237,8 +239,15 @@ async def _watch_progress(console: Console, admin: adm_grpc.AdminServiceStub, ru
         console.status(f"[{now - started:5.1f}s] {total:>10,} reads stored ({rate:,.0f}/s)  {parts}")
         if total != last_total:
             last_total, last_change = total, now
-        if all(done[n] >= expected[n] for n in expected):
+        finished = {f.name for f in running if done[f.name] >= expected[f.name]
+                    or (f.fleet.live_until is not None and time.time() > f.fleet.live_until + LIVE_GRACE_SECONDS)}
+        if len(finished) == len(running):
             console.line()
+            for f in running:
+                if done[f.name] < expected[f.name]:
+                    console.line(f"  {f.name}: {done[f.name]:,} of {expected[f.name]:,} intervals read; polls missed "
+                                 "while the hub was busy cannot be read again (these meters keep no history), "
+                                 "so VEE estimated them")
             return True
         if now - last_change > STALL_SECONDS or now - started > MAX_SECONDS:
             console.line()

@@ -35,6 +35,11 @@ class DemoFleet:
     adapter_config: dict[str, Any]
     # Interval reads the adapter should deliver for the whole fleet.
     expected_intervals: int
+    # Fleets read live (the meters keep no history, e.g. Modbus counters): the
+    # wall-clock time (epoch seconds) after which they produce nothing new. A
+    # poll missed before then cannot be read again, so the fleet is done then
+    # even if it fell short; None for fleets whose history can be re-read.
+    live_until: float | None = None
 
 
 class DemoFleetFactory(Protocol):

@@ -57,4 +57,5 @@ async def demo_fleet(*, meters: int, start: datetime, days: int, interval_minute
             "meters": fleet.adapter_meters(),
         }
         yield DemoFleet(meter_ids=tuple(m.meter_id for m in fleet.meters), adapter_config=config,
-                        expected_intervals=len(fleet.meters) * CHANNELS * span_s // interval_s)
+                        expected_intervals=len(fleet.meters) * CHANNELS * span_s // interval_s,
+                        live_until=(clock.anchor_wall_us + span_s * 1_000_000 // clock.rate) / 1e6)
